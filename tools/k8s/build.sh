@@ -1,0 +1,1 @@
+echo "control plane build: not yet"
