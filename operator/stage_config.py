@@ -1,0 +1,239 @@
+"""The stage-config contract: what every stage Job (and `negrl run`) receives as JSON.
+
+Hyperparameter blocks (`...Params`) are embedded unchanged in the NegRLExperiment spec, so each
+default lives here and only here. Stage configs add the wiring: paths, the sampler's URL, the
+shard. Pure pydantic: importable by the operator image (no torch) and by the workers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+Task = Literal["gsm8k", "math", "sequence"]
+STAGE_CONFIG_PATH = "/etc/negrl/stage.json"
+
+
+class Strict(BaseModel):
+    """Unknown fields are errors: a typo in a manifest or a config must not be silently ignored.
+
+    Fields are camelCase on the wire (Kubernetes convention) and snake_case in Python; both parse."""
+
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, validate_by_name=True, validate_by_alias=True,
+        serialize_by_alias=True,
+    )
+
+
+class PromptSpec(Strict):
+    template: str = Field(
+        "Question: {question}\nAnswer:",
+        description="Prompt template; `{question}` is replaced by the question text.",
+    )
+    chat_template: bool = Field(
+        False, description="Wrap the formatted prompt in the model's chat template (when it has one)."
+    )
+
+    def render(self, question: str) -> str:
+        return self.template.replace("{question}", question)
+
+
+class StepSplitSpec(Strict):
+    min_chars: int = Field(8, ge=0, description="Pieces shorter than this are merged into the next step.")
+    max_steps: int = Field(12, ge=1, le=256, description="Cap on steps; the tail is merged into the last.")
+    delimiter: Literal["line", "space"] = Field(
+        "line", description="`line`: a step is a non-empty line; `space`: a step is one word (star graph)."
+    )
+
+
+class ServerRef(Strict):
+    base_url: str = Field(description="Base URL of an OpenAI-compatible server, e.g. http://host:8000/v1.")
+    model: str = Field(description="Model name the server serves (vLLM: the path or --served-model-name).")
+    timeout_s: float = Field(300.0, gt=0, description="Per-request timeout.")
+    max_concurrency: int = Field(64, ge=1, le=4096, description="Requests in flight at once.")
+    max_retries: int = Field(5, ge=0, le=20, description="Retries on connection errors, 5xx and 429.")
+
+
+class SamplingParams(Strict):
+    samples_per_question: int = Field(4, ge=1, le=1024, description="M: samples drawn per question.")
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(512, ge=1, le=32768, description="Max new tokens per sample.")
+    stop: list[str] = Field(default_factory=list, description="Stop strings.")
+    seed: int = Field(0, description="Base seed; each question derives its own from it.")
+
+
+class CreditParams(Strict):
+    rollouts: int = Field(5, ge=1, le=64, description="K: rollouts per step prefix (Best-of-K).")
+    estimate: Literal["best_of_k", "soft"] = Field(
+        "best_of_k", description="`best_of_k`: Q=1 if any rollout is correct; `soft`: 1-(1-q)^K."
+    )
+    strategy: Literal["full", "early_stop", "bisect"] = Field(
+        "early_stop", description="Pit search: every step, left-to-right with early stop, or binary search."
+    )
+    negatives_per_question: int = Field(8, ge=1, le=1024, description="Negatives scanned per question.")
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(512, ge=1, le=32768, description="Max new tokens per rollout.")
+    stop: list[str] = Field(default_factory=list)
+    seed: int = 0
+    steps: StepSplitSpec = Field(default_factory=StepSplitSpec)
+
+
+class PairParams(Strict):
+    rft_per_question: int = Field(4, ge=1, le=1024, description="m: de-duplicated positives kept per question.")
+    step_pairs_per_question: int = Field(8, ge=1, le=1024, description="Per-step DPO pairs per question.")
+    outcome_pairs_per_question: int = Field(8, ge=1, le=1024, description="Outcome DPO pairs per question.")
+    chosen_source: Literal["self", "synthetic", "rollout"] = Field(
+        "self",
+        description="Chosen side of a per-step pair: a self-generated positive, the synthetic solution, "
+        "or a correct rollout from the pit's prefix.",
+    )
+    seed: int = 0
+
+
+class EvalParams(Strict):
+    k: int = Field(4, ge=1, le=1024, description="k of sampled pass@k (k samples per question).")
+    temperature: float = Field(0.7, ge=0.0, le=2.0, description="Temperature of the pass@k samples.")
+    max_tokens: int = Field(512, ge=1, le=32768)
+    stop: list[str] = Field(default_factory=list)
+    seed: int = 0
+
+
+class TrainParams(Strict):
+    learning_rate: float = Field(1e-5, gt=0, le=1.0)
+    epochs: float = Field(3.0, gt=0, le=1000)
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
+    micro_batch_size: int = Field(4, ge=1, le=4096, description="Sequences per GPU per micro-step.")
+    gradient_accumulation: int = Field(1, ge=1, le=4096)
+    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    max_length: int = Field(1024, ge=8, le=131072, description="Prompt+response tokens; longer is truncated.")
+    beta: float = Field(0.1, gt=0, le=100, description="DPO beta.")
+    nll_weight: float = Field(0.0, ge=0, description="Weight of an NLL term on the chosen response (DPO).")
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="`auto`: bf16 on GPU, fp32 on CPU.")
+    gradient_checkpointing: bool = False
+    packing: bool = Field(False, description="Pack SFT sequences to max_length.")
+    checkpoint_every_steps: int = Field(0, ge=0, description="Resumable checkpoint period; 0 = only at the end.")
+    seed: int = 0
+
+
+class StageBase(Strict):
+    experiment: str = Field("local", description="Experiment name (labels, metrics).")
+    output_dir: str = Field(description="Artifact folder of this stage; manifest.json is written last.")
+    shard_index: int = Field(0, ge=0)
+    shard_count: int = Field(1, ge=1)
+    metrics_port: int = Field(0, ge=0, le=65535, description="Serve /metrics here; 0 = off.")
+
+    @model_validator(mode="after")
+    def _shard_in_range(self):
+        if self.shard_index >= self.shard_count:
+            raise ValueError(f"shard_index {self.shard_index} must be < shard_count {self.shard_count}")
+        return self
+
+
+class SampleStageConfig(StageBase):
+    kind: Literal["sample"] = "sample"
+    server: ServerRef
+    task: Task
+    questions: str = Field(description="JSONL of {id, question, answer[, solution]}.")
+    max_questions: int | None = Field(None, ge=1, description="Use only the first N questions.")
+    prompt: PromptSpec = Field(default_factory=PromptSpec)
+    params: SamplingParams = Field(default_factory=SamplingParams)
+
+
+class CreditStageConfig(StageBase):
+    kind: Literal["credit"] = "credit"
+    server: ServerRef
+    task: Task
+    samples_dir: str = Field(description="Output folder of the sample stage.")
+    prompt: PromptSpec = Field(default_factory=PromptSpec)
+    params: CreditParams = Field(default_factory=CreditParams)
+
+
+PairOutput = Literal["rft", "outcome", "step"]
+PAIR_FILES: dict[str, str] = {"rft": "rft.jsonl", "outcome": "outcome_pairs.jsonl", "step": "step_pairs.jsonl"}
+
+
+class PairsStageConfig(StageBase):
+    """Builds, in one folder, the files named in PAIR_FILES for each requested output. `rft` and
+    `outcome` need only the samples, so they can run while credit assignment is still going."""
+
+    kind: Literal["pairs"] = "pairs"
+    outputs: list[PairOutput] = Field(default_factory=lambda: ["rft", "outcome", "step"], min_length=1)
+    samples_dir: str
+    credit_dir: str | None = Field(None, description="Output of the credit stage; needed for `step`.")
+    questions: str = Field(description="The questions file (synthetic solutions for chosen_source=synthetic).")
+    params: PairParams = Field(default_factory=PairParams)
+
+    @model_validator(mode="after")
+    def _step_needs_credit(self):
+        if "step" in self.outputs and not self.credit_dir:
+            raise ValueError("outputs contains 'step': set creditDir to the credit stage's folder")
+        return self
+
+
+class EvaluateStageConfig(StageBase):
+    kind: Literal["evaluate"] = "evaluate"
+    server: ServerRef
+    task: Task
+    policy: str = Field("policy", description="Name of the evaluated policy (sft, rft, step_dpo, ...).")
+    questions: str
+    max_questions: int | None = Field(None, ge=1)
+    prompt: PromptSpec = Field(default_factory=PromptSpec)
+    params: EvalParams = Field(default_factory=EvalParams)
+
+
+class TrainStageConfig(StageBase):
+    kind: Literal["train"] = "train"
+    stage: Literal["sft", "rft", "dpo"]
+    model_path: str = Field(description="Initial weights (HF folder or id).")
+    reference_path: str | None = Field(None, description="DPO reference model; default: model_path.")
+    data: list[str] = Field(
+        min_length=1,
+        description="JSONL files or stage folders: {prompt, response} or {question, solution} for sft/rft, "
+        "{prompt, chosen, rejected} for dpo.",
+    )
+    max_examples: int | None = Field(None, ge=1, description="Use only the first N examples (|D_syn|).")
+    prompt: PromptSpec = Field(default_factory=PromptSpec)
+    params: TrainParams = Field(default_factory=TrainParams)
+
+
+StageConfig = Annotated[
+    SampleStageConfig | CreditStageConfig | PairsStageConfig | EvaluateStageConfig | TrainStageConfig,
+    Field(discriminator="kind"),
+]
+
+
+class _Envelope(Strict):
+    config: StageConfig
+
+
+def parse_stage_config(text: str) -> StageConfig:
+    """Validate a stage config JSON document (any kind) into its typed model."""
+    return _Envelope.model_validate({"config": json.loads(text)}).config
+
+
+def load_stage_config(path: str | Path, expected: type[StageBase]) -> StageBase:
+    config = parse_stage_config(Path(path).read_text())
+    if not isinstance(config, expected):
+        raise ValueError(f"{path}: stage config kind {config.kind!r} is not {expected.model_fields['kind'].default!r}")
+    return config
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`--shard i/n` -> (i, n); also accepts JOB_COMPLETION_INDEX-style `i` with n given elsewhere."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if not 0 <= index < count:
+        raise ValueError(f"--shard {text}: need 0 <= i < n")
+    return index, count
