@@ -158,6 +158,17 @@ def math_of_line(line: str) -> str:
     return line.rstrip(". ").strip()
 
 
+def number_or_math(candidate: str, line: str) -> str | None:
+    """A GSM8K-style answer: the cleaned number when ``candidate`` is a plain number, the LaTeX
+    candidate when it has markup, else the first number of ``line``."""
+    plain = _NUMBER.fullmatch(candidate.strip().rstrip("."))
+    if plain:
+        return clean_number(plain.group(0))
+    if any(mark in candidate for mark in ("\\", "^", "{", "!")):
+        return candidate
+    return first_number(line)
+
+
 def extract_gsm8k(response: str) -> str | None:
     text = clean_text(response)
     hashes = last_match(_HASHES, text)
@@ -167,11 +178,12 @@ def extract_gsm8k(response: str) -> str | None:
             return found
     boxed = boxed_content(text)
     if boxed:
-        plain = _NUMBER.fullmatch(boxed.strip().rstrip("."))
-        return clean_number(plain.group(0)) if plain else boxed
+        return number_or_math(boxed, boxed)
     line = after_marker(text, _ANSWER_IS)
-    if line is not None and first_number(line) is not None:
-        return first_number(line)
+    if line is not None:
+        found = number_or_math(math_of_line(line), line)
+        if found is not None:
+            return found
     return last_number(text)
 
 

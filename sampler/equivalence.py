@@ -7,8 +7,8 @@ Order of rules (see also ``number`` for the number and decimal policy):
    ``Blocked`` (grade ``unparseable``, reason ``blocked:...``).
 2. Normalisation: ``$``/``\\(``/``\\[`` wrappers, spacing commands (``\\!``, ``\\,``, ``\\quad``...),
    ``\\left``/``\\right``, ``\\dfrac``/``\\tfrac`` -> ``\\frac``, degrees (``^\\circ``), ``\\text{}``/``\\mbox{}``
-   wrappers and trailing units, ``\\$``, thousands ``{,}``. Percent: ``%`` is a unit and is dropped, so
-   ``50\\%`` == ``50`` (and != ``0.5``).
+   wrappers and trailing units, ``\\$``, thousands ``{,}``, "a and b" / "a or b" -> "a, b". Percent is
+   kept as a marker: see ``number`` for its policy.
 3. Exact match of the normalised texts (whitespace ignored) is ``True``.
 4. Structure: ``A \\cup B`` is a union (unordered); a bare comma list ``1, 2`` is unordered; ``\\{...\\}`` is
    a set (unordered); ``(a, b)``/``[a, b)`` is an ordered tuple or interval whose bracket kinds must
@@ -50,16 +50,17 @@ Node = str | Seq
 Leaf = Callable[[str, str], bool]
 
 _WRAPPERS = re.compile(r"^\s*(?:\$\$(.*)\$\$|\$(.*)\$|\\\((.*)\\\)|\\\[(.*)\\\])\s*$", re.DOTALL)
-_SPACING = re.compile(r"\\[!,;:> ]|\\q?quad\b|\\displaystyle\b|\\textstyle\b|~")
+_SPACING = re.compile(r"(?<!\\)\\[!,;:> ]|\\q?quad\b|\\displaystyle\b|\\textstyle\b|~")
 _SIZING = re.compile(r"\\(?:left|right|[bB]igg?[lr]?)(?![a-zA-Z])\s*(\\[{}|]|[()\[\]|.])?")
 _DFRAC = re.compile(r"\\[dtc]frac(?![a-zA-Z])")
 _DEGREES = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ\b|\\circ\b|\\degree\b|\^\s*\{\s*\}")
 _TEXT_CMD = r"\\(?:text|mbox|mathrm|textrm|textbf|mathbf|textit|mathit|operatorname)\s*"
 _TRAILING_UNIT = re.compile(rf"(?<=[0-9}}a-zA-Z)])\s*{_TEXT_CMD}\{{[^{{}}]*\}}(?:\^\{{?[23]\}}?)?\s*$")
 _TEXT_WRAP = re.compile(rf"{_TEXT_CMD}\{{([^{{}}]*)\}}")
-_DOLLAR_PERCENT = re.compile(r"\\?\$|\\?%|\\text\{\s*\}")
-_WORD_UNIT = re.compile(r"^([^a-zA-Z\\]*[0-9])\s+[a-zA-Z][a-zA-Z .]*$")
-_AND = re.compile(r"\s+(?:and)\s+|\s*,\s*and\s+")
+_DOLLAR = re.compile(r"\\?\$|\\text\{\s*\}")
+_WORD_UNIT = re.compile(r"^([^a-zA-Z\\]*[0-9])\s+[a-zA-Z]{2,}[a-zA-Z .]*$")
+_PERCENT_WORD = re.compile(r"\s*\bpercent\b")
+_AND = re.compile(r"\s+(?:and|or)\s+|\s*,\s*(?:and|or)\s+")
 _THOUSANDS = re.compile(r"^-?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?$")
 _NAME = re.compile(r"^(?:[A-Za-z]|\\[a-zA-Z]+)(?:_\{?[A-Za-z0-9]+\}?)?'?$")
 _PREFIX = re.compile(r"^\s*(?:[A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?)\s*(?:=|\\in)\s*(?=[(\[]|\\\{)")
@@ -113,8 +114,9 @@ def normalise(text: str) -> str:
         text = _TRAILING_UNIT.sub("", text).strip()
     for _ in range(3):
         text = _TEXT_WRAP.sub(lambda m: m.group(1), text)
-    text = _DOLLAR_PERCENT.sub("", text).replace("{,}", "")
+    text = _DOLLAR.sub("", text).replace("{,}", "").replace("\\%", "%")
     text = re.sub(r"\s+", " ", text).strip().rstrip(".").strip()
+    text = _PERCENT_WORD.sub("%", text)
     text = _WORD_UNIT.sub(r"\1", text)
     return _AND.sub(", ", text)
 

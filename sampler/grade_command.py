@@ -68,7 +68,7 @@ def grade_batch(grader: Grader, lines: list[str]) -> list[dict]:
 def run(source: IO[str], sink: IO[str], grader: Grader) -> None:
     for batch in batches(source):
         for record in grade_batch(grader, batch):
-            sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+            sink.write(json.dumps(record) + "\n")
         sink.flush()
 
 

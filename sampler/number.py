@@ -8,6 +8,9 @@ notation ``1.5e3``, ``1.5\\times10^{3}``, ``1.5\\cdot10^3``.
 Bounds (checked before any big-number arithmetic): at most ``MAX_DIGITS`` digits in a literal and
 exponents of ten within ``MAX_EXPONENT``; beyond them ``Blocked`` is raised.
 
+Percent policy: ``X%`` equals both ``X`` (the question asked for a percentage) and ``X/100`` (its
+value): ``50% == 50 == 0.5``, ``25% == 1/4``; without a percent sign ``0.5 != 50``.
+
 Decimal policy: a number written with a decimal point carries its number of places. Two values are
 equal when they are exactly equal as rationals (``0.5 == 1/2``). A decimal with at least
 ``MIN_ROUNDED_PLACES`` places also equals a value that is not itself a finite decimal of at most that
@@ -38,6 +41,7 @@ class Blocked(ValueError):
 class Num:
     value: Fraction
     places: int | None = None  # decimal places as written; None for integers, fractions, sci
+    percent: bool = False  # written with a trailing %
 
 
 _DEC = r"(?:[0-9]{1,3}(?:(?:,|\{,\})[0-9]{3})+|[0-9]+)(?:\.[0-9]*)?|\.[0-9]+"
@@ -102,7 +106,10 @@ def parse_number(text: str) -> Num | None:
     check_digits(text)
     sign = 1
     body = text
-    if body[0] in "+-":
+    percent = body.endswith("%")
+    if percent:
+        body = body[:-1]
+    if body[:1] in ("+", "-"):
         sign = -1 if body[0] == "-" else 1
         body = body[1:]
     if body.startswith("(") and body.endswith(")"):
@@ -110,7 +117,7 @@ def parse_number(text: str) -> Num | None:
     found = unsigned_number(body)
     if found is None:
         return None
-    return Num(sign * found.value, found.places)
+    return Num(sign * found.value, found.places, percent)
 
 
 def rounds_to(value: float | Fraction, decimal_num: Num) -> bool:
@@ -127,6 +134,10 @@ def rounds_to(value: float | Fraction, decimal_num: Num) -> bool:
 def numbers_equal(a: Num, b: Num) -> bool:
     if a.value == b.value:
         return True
+    if a.percent != b.percent:
+        scaled = a if a.percent else b
+        other = b if a.percent else a
+        return scaled.value / 100 == other.value
     # The rounding rule applies between a decimal and a non-decimal value that is not a short decimal.
     for dec, other in ((a, b), (b, a)):
         if dec.places is not None and other.places is None and not is_short_decimal(other.value, dec.places):

@@ -114,12 +114,13 @@ def _size(expr, budget: list[int]) -> float:
 
 
 def value_of(text: str):
-    """``(name, sympy value)`` of a leaf; an equation with a non-name left side stays whole."""
+    """``(name, sympy value)`` of a leaf; an equation with a non-name left side stays whole. A
+    trailing percent sign is dropped here (numbers get the full percent policy in ``number``)."""
     try:
         name, value = assignment(text)
     except Undecided:
         return None, to_sympy(text)
-    return name, to_sympy(value)
+    return name, to_sympy(value.removesuffix("%").strip())
 
 
 def symbolic_leaf(pred: str, ref: str) -> bool:
