@@ -71,6 +71,7 @@ _FRAC_SHORT = (
     (re.compile(r"\\frac\s*(\{[^{}]*\})\s*([0-9a-zA-Z])"), r"\\frac\1{\2}"),
     (re.compile(r"\\sqrt\s*([0-9a-zA-Z])"), r"\\sqrt{\1}"),
 )
+_INFINITY = re.compile(r"^[+-]?\s*\\infty$")
 _LANGLE = re.compile(r"\\langle\b")
 _RANGLE = re.compile(r"\\rangle\b")
 
@@ -214,13 +215,23 @@ def equal(pred: Node, ref: Node, leaf: Leaf, mixed: Callable[[Node, Node], bool]
 
 
 def unordered_equal(pred: tuple[Node, ...], ref: tuple[Node, ...], leaf: Leaf, mixed) -> bool:
+    """Greedy matching (sound: equality is an equivalence). A pair the leaf rule cannot decide
+    only matters when no decided match exists."""
     left = list(ref)
     for p in pred:
+        undecided = False
         for i, r in enumerate(left):
-            if equal(p, r, leaf, mixed):
+            try:
+                matched = equal(p, r, leaf, mixed)
+            except Undecided:
+                undecided = True
+                continue
+            if matched:
                 del left[i]
                 break
         else:
+            if undecided:
+                raise Undecided
             return False
     return True
 
@@ -248,10 +259,11 @@ def fast_leaf(pred: str, ref: str) -> bool:
         return False
     if key(pred_value) == key(ref_value):
         return True
-    a, b = parse_number(key(pred_value)), parse_number(key(ref_value))
+    a, b = parse_number(pred_value), parse_number(ref_value)
     if a is not None and b is not None:
         return numbers_equal(a, b)
-    a_word, b_word = bool(_WORD.match(pred_value)), bool(_WORD.match(ref_value))
+    a_word = bool(_WORD.match(pred_value) or _INFINITY.match(pred_value))
+    b_word = bool(_WORD.match(ref_value) or _INFINITY.match(ref_value))
     if a_word and b_word:
         return pred_value.lower() == ref_value.lower()
     if (a is not None and b_word) or (b is not None and a_word):

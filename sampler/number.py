@@ -87,7 +87,7 @@ def unsigned_number(text: str) -> Num | None:
         sign = -1 if (m.group(1) == "-") != (m.group(3) == "-") else 1
         found = ratio(top, bottom)
         return Num(sign * found.value) if found else None
-    if m := _MIXED_FRAC.fullmatch(text) or _MIXED_SLASH.fullmatch(text):
+    if m := _MIXED_FRAC.fullmatch(text):
         whole, top, bottom = (int(g) for g in m.groups())
         if bottom == 0 or top >= bottom:
             return None
@@ -104,8 +104,13 @@ def parse_number(text: str) -> Num | None:
     if not text or len(text) > 4 * MAX_DIGITS:
         return None
     check_digits(text)
+    text = text.strip()
+    if m := _MIXED_SLASH.fullmatch(text.lstrip("+-")):
+        whole, top, bottom = (int(g) for g in m.groups())
+        if 0 < top < bottom:
+            return Num((-1 if text[0] == "-" else 1) * (whole + Fraction(top, bottom)))
     sign = 1
-    body = text
+    body = "".join(text.split())
     percent = body.endswith("%")
     if percent:
         body = body[:-1]

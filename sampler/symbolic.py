@@ -23,7 +23,7 @@ import sympy
 from latex2sympy2_extended import NormalizationConfig, latex2sympy
 from latex2sympy2_extended.latex2sympy2 import ConversionConfig
 from latex2sympy2_extended.logic import And
-from negrl_sampler.equivalence import Node, Seq, Undecided, assignment, decide, fast_leaf, key
+from negrl_sampler.equivalence import Node, Seq, Undecided, assignment, decide, fast_leaf
 from negrl_sampler.latex import Unsupported, parse_latex
 from negrl_sampler.number import Blocked, parse_number, rounds_to
 from sympy.core.relational import Relational
@@ -143,7 +143,7 @@ def rounding_match(decimal_text: str, other) -> bool:
         _, value = assignment(decimal_text)
     except Undecided:
         return False
-    num = parse_number(key(value))
+    num = parse_number(value)
     if num is None or num.places is None or not isinstance(other, sympy.Expr) or other.free_symbols:
         return False
     if isinstance(other, sympy.Rational) and (other * 10**num.places).is_integer:
