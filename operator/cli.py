@@ -13,6 +13,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("negrl_operator.runner", "run an experiment manifest on this machine"),
     "operator": ("negrl_operator.shell", "run the Kubernetes operator"),
     "crd": ("negrl_operator.crd", "print the NegRLExperiment CustomResourceDefinition"),
+    "prepare": ("negrl_sampler.prepare_stage", "stage: write the train and test questions files"),
     "grade": ("negrl_sampler.grade_command", "grade JSONL responses against references"),
     "sample": ("negrl_sampler.sample_stage", "stage: sample M responses per question and grade them"),
     "credit": ("negrl_sampler.credit_stage", "stage: Monte-Carlo per-step credit and first pits"),
