@@ -22,8 +22,9 @@ from typing import Any
 from pydantic import BaseModel
 
 MANIFEST = "manifest.json"
-# Fields that say where or how a stage runs, not what it computes.
-NON_INPUT_FIELDS = {"shard_index", "shard_count", "metrics_port", "experiment"}
+# Fields that say where or how a stage runs, not what it computes (a sampler's URL changes
+# with every local run; the policy it serves is fixed by the graph).
+NON_INPUT_FIELDS = {"shard_index", "shard_count", "metrics_port", "experiment", "server"}
 
 
 def inputs_hash(config: BaseModel) -> str:
