@@ -8,6 +8,10 @@ worker pool (``pool``), where ``symbolic`` compares them under a hard deadline a
 A grade is ``correct`` True/False, or None (unparseable) with a reason: ``no-answer``, ``timeout``,
 ``parse-error``, ``blocked:<bound>``, ``worker-died``, ``symbolic-error:<type>``, ``bad-input``,
 ``unknown-task``. Grading never raises on any response text.
+
+Workers come from multiprocessing's forkserver, which imports the caller's ``__main__`` in each
+worker: a script that grades must keep its top-level work under ``if __name__ == "__main__":``
+(the ``negrl`` command and ``python -m`` entry points already do).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pydantic
+
 from negrl_sampler.answer import TASKS, Task, extract, guess_task, reference_answer, split_sequence
 from negrl_sampler.equivalence import MAX_ANSWER_CHARS, Undecided, decide
 from negrl_sampler.number import Blocked

@@ -12,6 +12,7 @@ import time
 
 import pydantic
 import pytest
+
 from negrl_sampler import grade_command
 from negrl_sampler.grader import Grade, Grader, grade
 
@@ -217,3 +218,17 @@ def test_cli_reads_stdin_through_the_negrl_command():
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["correct"] is True
     assert "graded=1" in done.stderr
+
+
+def test_hot_path_touches_neither_sympy_nor_a_subprocess():
+    code = (
+        "import sys\n"
+        "from negrl_sampler.grader import grade\n"
+        "assert grade('#### 1,234', 'x\\n#### 1234').correct\n"
+        "assert grade('The answer is $0.5$.', '\\\\frac{1}{2}', 'math').correct\n"
+        "assert grade('Path: 3 -> 17', '3 17', 'sequence').correct\n"
+        "import multiprocessing\n"
+        "assert 'sympy' not in sys.modules and not multiprocessing.active_children()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
