@@ -1,0 +1,191 @@
+"""`negrl run`: an experiment manifest on this machine, without Kubernetes.
+
+The same manifest, spec model and stage graph as the operator; each stage runs as the same
+`negrl <stage> --config` command a Job runs, as a child process, with its log under
+`<workdir>/logs/`. Policies are served by a local vLLM server (or, without vLLM, by transformers
+behind the same OpenAI protocol). Finished stages are skipped on a rerun (their manifest matches
+their inputs); Ctrl-C stops the running stage and every server, and leaves only complete artifacts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from negrl_operator.artifact import inputs_hash, stage_done, write_json_atomic
+from negrl_operator.experiment import NegRLExperiment
+from negrl_operator.graph import (
+    StageNode,
+    policies_to_serve,
+    policy_model,
+    runnable,
+    stage_config,
+    stage_graph,
+)
+from negrl_operator.run_view import RunView
+from negrl_operator.stage_config import ServerRef
+
+COMMAND_OF_KIND = {"prepare": "prepare", "train": "train", "sample": "sample", "credit": "credit",
+                   "pairs": "pairs", "evaluate": "evaluate"}
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
+def load_experiment(path: str | Path) -> NegRLExperiment:
+    try:
+        document = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML: {error}") from None
+    try:
+        return NegRLExperiment.model_validate(document)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in issue['loc'])}: {issue['msg']}" for issue in error.errors()
+        )
+        raise ValueError(f"{path}: invalid NegRLExperiment: {problems}") from None
+
+
+def next_stage(ready: list[StageNode], serving: set[str]) -> StageNode | None:
+    """Which ready stage to run next, so each policy's server starts once: first the stages of a
+    policy already served, then stages that need no server, then the rest in graph order."""
+    for wanted in (lambda n: n.serves in serving, lambda n: n.serves is None, lambda n: True):
+        for node in ready:
+            if wanted(node):
+                return node
+    return None
+
+
+class LocalServers:
+    """The servers of the policies in use, started on demand and stopped when no stage needs them."""
+
+    def __init__(self, backend: str, log_dir: Path, max_model_len: int):
+        self.backend, self.log_dir, self.max_model_len = backend, log_dir, max_model_len
+        self.running: dict[str, object] = {}
+
+    def ensure(self, policy: str, model_dir: str) -> ServerRef:
+        if policy not in self.running:
+            self.running[policy] = self._start(policy, model_dir)
+        server = self.running[policy]
+        return ServerRef(base_url=server.base_url, model=server.model, max_concurrency=32)
+
+    def _start(self, policy: str, model_dir: str):
+        if self.backend == "vllm":
+            from negrl_sampler.local_server import start_vllm
+
+            return start_vllm(model_dir, served_name=policy, max_model_len=self.max_model_len, log_dir=self.log_dir)
+        from negrl_sampler.transformers_server import TransformersServer
+
+        return TransformersServer(model_dir, served_name=policy)
+
+    def keep_only(self, policies: set[str]) -> None:
+        for policy in [p for p in self.running if p not in policies]:
+            self.running.pop(policy).stop()
+
+    def stop_all(self) -> None:
+        self.keep_only(set())
+
+
+def run_stage(node: StageNode, config, workdir: Path) -> dict:
+    """Run one stage command as a child process; return its one-line JSON summary."""
+    config_path = workdir / "configs" / f"{node.name}.json"
+    write_json_atomic(config_path, config.model_dump(mode="json"))
+    log_path = workdir / "logs" / f"{node.name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "negrl_operator.cli", COMMAND_OF_KIND[node.kind], "--config", str(config_path)]
+    env = {**os.environ, "NEGRL_TERMINATION_LOG": str(workdir / "logs" / f"{node.name}.summary.json"),
+           "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu"), "HF_HUB_OFFLINE": "1"}
+    with open(log_path, "w") as log:
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            code = child.wait()
+        except BaseException:
+            os.killpg(child.pid, signal.SIGTERM)
+            child.wait()
+            raise
+    lines = log_path.read_text(errors="replace").splitlines()
+    if code != 0:
+        raise StageFailed(f"stage {node.name} failed (exit {code}); log {log_path}:\n" + "\n".join(lines[-25:]))
+    summary_path = workdir / "logs" / f"{node.name}.summary.json"
+    return json.loads(summary_path.read_text()) if summary_path.exists() else {}
+
+
+def finished_stages(spec, nodes: list[StageNode], root: str) -> set[str]:
+    """Stages whose manifest matches the inputs they would run with now (the URL is not an input)."""
+    placeholder = ServerRef(base_url="http://127.0.0.1:1/v1", model="unused")
+    return {node.name for node in nodes
+            if stage_done(Path(root) / node.name, inputs_hash(stage_config(spec, node, root, placeholder)))}
+
+
+def run_experiment(experiment: NegRLExperiment, workdir: Path, backend: str, view: RunView) -> dict[str, dict]:
+    """Run every unfinished stage in dependency order; returns each stage's summary."""
+    spec, nodes = experiment.spec, stage_graph(experiment.spec)
+    root = str(workdir / "artifacts")
+    summaries_path = workdir / "summaries.json"
+    summaries = json.loads(summaries_path.read_text()) if summaries_path.exists() else {}
+    done = finished_stages(spec, nodes, root)
+    view.begin(nodes, done)
+    servers = LocalServers(backend, workdir / "logs", spec.sampler.max_model_len)
+    try:
+        while node := next_stage(runnable(nodes, done), set(servers.running)):
+            servers.keep_only(set(policies_to_serve(nodes, done)))
+            server = servers.ensure(node.serves, policy_model(spec, node.serves, root)) if node.serves else None
+            config = stage_config(spec, node, root, server, experiment=experiment.metadata.name)
+            view.started(node)
+            summaries[node.name] = run_stage(node, config, workdir)
+            write_json_atomic(summaries_path, summaries)
+            done.add(node.name)
+            view.finished(node, summaries[node.name])
+    finally:
+        servers.stop_all()
+    return summaries
+
+
+def resolve_backend(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    from negrl_sampler.local_server import vllm_available
+
+    return "vllm" if vllm_available() else "transformers"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="negrl run", description="Run a NegRLExperiment on this machine.")
+    parser.add_argument("-f", "--file", required=True, help="NegRLExperiment manifest (YAML)")
+    parser.add_argument("--workdir", help="artifacts, logs and the report (default: runs/<experiment name>)")
+    parser.add_argument("--backend", choices=["auto", "vllm", "transformers"], default=None,
+                        help="how policies are served (default: the manifest's sampler.localBackend)")
+    args = parser.parse_args(argv)
+    try:
+        experiment = load_experiment(args.file)
+    except (OSError, ValueError) as error:
+        print(f"negrl run: {error}", file=sys.stderr)
+        return 2
+    workdir = Path(args.workdir or f"runs/{experiment.metadata.name}").resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    backend = resolve_backend(args.backend or getattr(experiment.spec.sampler, "local_backend", "auto"))
+    view = RunView(experiment.metadata.name, backend)
+    begin = time.monotonic()
+    try:
+        with view:
+            summaries = run_experiment(experiment, workdir, backend, view)
+    except KeyboardInterrupt:
+        print("negrl run: interrupted; finished stages are kept, rerun the same command to resume", file=sys.stderr)
+        return 130
+    except StageFailed as error:
+        print(f"negrl run: {error}", file=sys.stderr)
+        return 1
+    from negrl_operator.run_report import write_report
+
+    write_report(experiment, summaries, workdir, time.monotonic() - begin, view.console)
+    return 0
