@@ -206,8 +206,49 @@ class TrainStageConfig(StageBase):
     params: TrainParams = Field(default_factory=TrainParams)
 
 
+DataSourceKind = Literal["gsm8k-jsonl", "questions-jsonl", "stargraph"]
+PREPARED_TRAIN = "train.jsonl"
+PREPARED_TEST = "test.jsonl"
+
+
+class DataSourceSpec(Strict):
+    """Where the questions come from. `gsm8k-jsonl`: GSM8K lines {question, answer} (the answer's last
+    line is `#### N`; the worked answer becomes the synthetic solution). `questions-jsonl`: lines that
+    already are questions {id, question, answer[, solution]}. `stargraph`: generated star-graph
+    path-finding questions (the generator parameters below; no files needed)."""
+
+    kind: DataSourceKind = Field(description="Source format: gsm8k-jsonl, questions-jsonl or stargraph.")
+    train_path: str | None = Field(
+        None, description="Training split (JSONL), a path the stage can read (in a cluster: on the storage volume)."
+    )
+    test_path: str | None = Field(None, description="Test split (JSONL), same rules as trainPath.")
+    degree: int = Field(3, ge=2, le=64, description="stargraph: arms around the centre node.")
+    path_length: int = Field(5, ge=2, le=64, description="stargraph: nodes on each arm.")
+    nodes: int = Field(50, ge=4, le=100000, description="stargraph: size of the node-label vocabulary.")
+    train_size: int = Field(10000, ge=1, le=10000000, description="stargraph: training questions generated.")
+    test_size: int = Field(500, ge=1, le=1000000, description="stargraph: test questions generated.")
+    seed: int = Field(0, description="stargraph: generator seed (the test split uses its own stream).")
+
+    @model_validator(mode="after")
+    def _files_for_file_sources(self):
+        if self.kind != "stargraph" and not (self.train_path and self.test_path):
+            raise ValueError(f"source kind {self.kind!r} needs trainPath and testPath")
+        return self
+
+
+class PrepareStageConfig(StageBase):
+    """Materialises `<output_dir>/train.jsonl` and `<output_dir>/test.jsonl` as Question lines
+    ({id, question, answer, solution}) from the source; the first `train_size` training questions only."""
+
+    kind: Literal["prepare"] = "prepare"
+    task: Task
+    source: DataSourceSpec
+    train_size: int | None = Field(None, ge=1, description="Keep only the first N training questions.")
+
+
 StageConfig = Annotated[
-    SampleStageConfig | CreditStageConfig | PairsStageConfig | EvaluateStageConfig | TrainStageConfig,
+    SampleStageConfig | CreditStageConfig | PairsStageConfig | EvaluateStageConfig | TrainStageConfig
+    | PrepareStageConfig,
     Field(discriminator="kind"),
 ]
 

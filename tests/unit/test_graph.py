@@ -1,0 +1,155 @@
+"""The stage graph shared by the operator and `negrl run`, and each stage's config."""
+
+from __future__ import annotations
+
+import pytest
+
+from negrl_operator.experiment import ExperimentSpec
+from negrl_operator.graph import (
+    BASE_POLICY,
+    policies_to_serve,
+    policy_model,
+    runnable,
+    stage_config,
+    stage_graph,
+    storage_root,
+)
+from negrl_operator.stage_config import ServerRef, parse_stage_config
+from tests.unit.test_experiment import spec_with
+
+SERVER = ServerRef(base_url="http://sampler:8000/v1", model="policy")
+FULL = ["prepare", "sft", "sample", "rft-data", "rft", "outcome-dpo", "credit", "step-pairs", "step-dpo",
+        "eval-sft", "eval-rft", "eval-outcome-dpo", "eval-step-dpo"]
+OFF = {"enabled": False}
+
+
+def names(**changes) -> list[str]:
+    return [node.name for node in stage_graph(ExperimentSpec.model_validate(spec_with(**changes)))]
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        pytest.param({}, FULL, id="everything"),
+        pytest.param({"stages__stepDpo": OFF}, [n for n in FULL if n not in {"step-pairs", "step-dpo", "eval-step-dpo"}],
+                     id="no-step-dpo-keeps-credit"),
+        pytest.param({"stages__stepDpo": OFF, "stages__credit": OFF},
+                     [n for n in FULL if n not in {"credit", "step-pairs", "step-dpo", "eval-step-dpo"}], id="no-credit"),
+        pytest.param({"stages__rft": OFF, "stages__outcomeDpo": OFF},
+                     [n for n in FULL if "rft" not in n and "outcome" not in n], id="no-rft-data"),
+        pytest.param({"stages__eval": OFF}, [n for n in FULL if not n.startswith("eval")], id="no-eval"),
+        pytest.param({"stages": {k: OFF for k in ("sampling", "rft", "credit", "stepDpo", "outcomeDpo")}},
+                     ["prepare", "sft", "eval-sft"], id="sft-only"),
+        pytest.param({"stages__sft": OFF, "stages__eval": OFF},
+                     ["prepare", "sample", "rft-data", "rft", "outcome-dpo", "credit", "step-pairs", "step-dpo"],
+                     id="base-is-the-sft-policy"),
+    ],
+)
+def test_graph_leaves_out_disabled_stages_and_what_only_they_feed(changes, expected):
+    assert names(**changes) == expected
+
+
+def test_seeds_and_sweep_suffix_names_and_share_prepare():
+    got = names(seeds=[0, 1], data__syntheticSize=100, sweep={"sftMultipliers": [2]}, stages__credit=OFF,
+                stages__stepDpo=OFF, stages__rft=OFF, stages__outcomeDpo=OFF, stages__sampling=OFF)
+    assert got == ["prepare", "sft-s0", "sft-x2-s0", "eval-sft-s0", "eval-sft-x2-s0",
+                   "sft-s1", "sft-x2-s1", "eval-sft-s1", "eval-sft-x2-s1"]
+
+
+def test_base_policy_is_evaluated_once_across_seeds():
+    got = names(seeds=[0, 1], stages__sft=OFF, stages={k: OFF for k in ("sft", "sampling", "rft", "credit", "stepDpo",
+                                                                        "outcomeDpo")})
+    assert got == ["prepare", "eval-base"]
+
+
+def test_dependencies_point_backwards_and_policies_are_trained_first():
+    nodes = stage_graph(ExperimentSpec.model_validate(spec_with(seeds=[3, 4])))
+    ancestors: dict[str, set[str]] = {}
+    produced = {node.produces for node in nodes if node.produces}
+    for node in nodes:
+        assert set(node.needs) <= set(ancestors), node
+        ancestors[node.name] = set(node.needs).union(*(ancestors[need] for need in node.needs))
+        assert node.serves is None or node.serves in produced | {BASE_POLICY}
+        assert node.serves is None or node.serves in ancestors[node.name]
+    by_name = {node.name: node for node in nodes}
+    assert by_name["step-dpo-s4"].needs == ("step-pairs-s4", "sft-s4")
+    assert by_name["credit-s3"].serves == "sft-s3" and by_name["eval-rft-s3"].serves == "rft-s3"
+
+
+@pytest.mark.parametrize(
+    ("done", "serve", "ready"),
+    [
+        pytest.param(set(), [], ["prepare"], id="start"),
+        pytest.param({"prepare"}, [], ["sft"], id="train-sft"),
+        pytest.param({"prepare", "sft"}, ["sft"], ["sample", "eval-sft"], id="sample-and-eval-sft"),
+        pytest.param({"prepare", "sft", "sample", "eval-sft"}, ["sft"], ["rft-data", "credit"], id="credit-keeps-sft"),
+        pytest.param({"prepare", "sft", "sample", "eval-sft", "credit", "rft-data"}, [],
+                     ["rft", "outcome-dpo", "step-pairs"], id="training-needs-no-sampler"),
+        pytest.param({n for n in FULL if not n.startswith("eval")} | {"eval-sft"}, ["outcome-dpo", "rft", "step-dpo"],
+                     ["eval-rft", "eval-outcome-dpo", "eval-step-dpo"], id="eval-every-policy"),
+        pytest.param(set(FULL), [], [], id="done"),
+    ],
+)
+def test_policies_served_exactly_while_a_runnable_stage_samples_them(done, serve, ready):
+    nodes = stage_graph(ExperimentSpec.model_validate(MINIMAL_SPEC))
+    assert policies_to_serve(nodes, done) == serve
+    assert [node.name for node in runnable(nodes, done)] == ready
+
+
+MINIMAL_SPEC = spec_with(data__syntheticSize=500)
+
+
+def configs(**changes) -> dict:
+    spec = ExperimentSpec.model_validate(spec_with(data__syntheticSize=500, **changes))
+    root = storage_root(spec, "ns", "exp")
+    return {node.name: stage_config(spec, node, root, SERVER if node.serves else None, experiment="exp")
+            for node in stage_graph(spec)}
+
+
+def test_stage_configs_wire_folders_together_and_round_trip_through_json():
+    got = configs()
+    root = "/data/negrl/ns/exp"
+    assert got["prepare"].train_size == 500 and got["prepare"].output_dir == f"{root}/prepare"
+    assert got["sft"].data == [f"{root}/prepare/train.jsonl"] and got["sft"].max_examples == 500
+    assert got["sample"].questions == f"{root}/prepare/train.jsonl" and got["sample"].max_questions == 500
+    assert got["credit"].samples_dir == f"{root}/sample"
+    assert got["rft-data"].outputs == ["rft", "outcome"]
+    assert (got["step-pairs"].outputs, got["step-pairs"].credit_dir) == (["step"], f"{root}/credit")
+    assert got["rft"].model_path == f"{root}/sft/model" and got["rft"].data == [f"{root}/rft-data/rft.jsonl"]
+    assert got["step-dpo"].reference_path == f"{root}/sft/model"
+    assert got["step-dpo"].data == [f"{root}/step-pairs/step_pairs.jsonl"]
+    assert got["outcome-dpo"].data == [f"{root}/rft-data/outcome_pairs.jsonl"]
+    assert got["eval-rft"].policy == "rft" and got["eval-rft"].questions == f"{root}/prepare/test.jsonl"
+    for config in got.values():
+        assert parse_stage_config(config.model_dump_json()) == config
+
+
+def test_seed_is_added_to_every_stage_seed_and_trainer_overrides_apply():
+    got = configs(seeds=[0, 7], trainer={"zeroStage": 3, "precision": "bf16"})
+    assert got["sample-s7"].params.seed == 7 and got["credit-s7"].params.seed == 7
+    assert got["sft-s7"].params.seed == 7 and got["sft-s7"].params.zero_stage == 3
+    assert got["sft-s0"].params.precision == "bf16"
+
+
+def test_sweep_and_rft_from_base():
+    got = configs(sweep={"sftMultipliers": [4]}, stages__rft={"init": "base"})
+    assert got["prepare"].train_size == 2000 and got["sft-x4"].max_examples == 2000
+    assert got["rft"].model_path == "Qwen/Qwen2.5-Math-1.5B"
+
+
+def test_disabled_sft_serves_the_base_model():
+    spec = ExperimentSpec.model_validate(spec_with(stages__sft=OFF))
+    assert policy_model(spec, BASE_POLICY, "/r") == "Qwen/Qwen2.5-Math-1.5B"
+    assert policy_model(spec, "rft", "/r") == "/r/rft/model"
+
+
+def test_sampling_stages_need_a_server():
+    spec = ExperimentSpec.model_validate(MINIMAL_SPEC)
+    sample = next(node for node in stage_graph(spec) if node.name == "sample")
+    with pytest.raises(ValueError, match="pass the server"):
+        stage_config(spec, sample, "/r")
+
+
+def test_storage_root_joins_mount_path_folder_namespace_and_name():
+    spec = ExperimentSpec.model_validate(spec_with(storage={"claimName": "c", "mountPath": "/mnt/", "path": ""}))
+    assert storage_root(spec, "team", "exp") == "/mnt/team/exp"
