@@ -1,9 +1,9 @@
 """Exact numbers from normalised answer text, without sympy.
 
-Accepted forms (after ``equivalence.normalise``, which drops spaces, ``$``, ``%`` and units):
-integers and decimals (``1,234`` thousands groups, ``1{,}234``), signs, fractions ``a/b`` and
-``\\frac{a}{b}``, mixed numbers ``2\\frac{1}{2}`` (= 5/2, sign applies to the whole), scientific
-notation ``1.5e3``, ``1.5\\times10^{3}``, ``1.5\\cdot10^3``.
+Accepted forms (after ``equivalence.normalise``, which drops ``$`` and units): integers and
+decimals (``1,234`` thousands groups, ``1{,}234``), signs, fractions ``a/b`` and ``\\frac{a}{b}``,
+mixed numbers ``2\\frac{1}{2}`` and ``2 1/2`` (= 5/2, a sign applies to the whole), scientific notation
+``1.5e3``, ``1.5\\times10^{3}``, ``1.5\\cdot10^3``, and a trailing ``%``.
 
 Bounds (checked before any big-number arithmetic): at most ``MAX_DIGITS`` digits in a literal and
 exponents of ten within ``MAX_EXPONENT``; beyond them ``Blocked`` is raised.
@@ -15,7 +15,7 @@ Decimal policy: a number written with a decimal point carries its number of plac
 equal when they are exactly equal as rationals (``0.5 == 1/2``). A decimal with at least
 ``MIN_ROUNDED_PLACES`` places also equals a value that is not itself a finite decimal of at most that
 many places when the value, correctly rounded to those places, is the decimal (``0.333 == 1/3``,
-``1.414 == \\sqrt{2}``, but ``0.33 != 1/3``).
+``1.414 == \\sqrt{2}``, but ``0.33 != 1/3``). Two written decimals always compare exactly.
 """
 
 from __future__ import annotations
