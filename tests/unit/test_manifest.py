@@ -1,0 +1,193 @@
+"""Pure manifest builders: golden files plus the properties every child must have.
+
+Regenerate the golden files after an intended change with NEGRL_UPDATE_GOLDEN=1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from negrl_operator.experiment import ExperimentSpec
+from negrl_operator.graph import stage_config, stage_graph, storage_root
+from negrl_operator.manifest import (
+    MAX_NAME,
+    Owner,
+    child_name,
+    content_hash,
+    job_name,
+    stage_children,
+    with_hash,
+)
+from negrl_operator.observation import HASH_ANNOTATION
+from negrl_operator.serving import sampler_deployment, sampler_service, server_ref
+from negrl_operator.stage_config import parse_stage_config
+from tests.unit.test_experiment import spec_with
+
+GOLDEN = Path(__file__).parent / "golden"
+OWNER = Owner("gsm8k", "team-a", "0b6f3c1e-2c3a-4a8e-9d5e-5a7c1d2e3f40")
+PLACEMENT = {
+    "nodeSelector": {"pool": "h100"}, "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+    "priorityClassName": "ml", "queueName": "team-a", "podAnnotations": {"example.com/owner": "team-a"},
+}
+SPEC = ExperimentSpec.model_validate(spec_with(
+    data__syntheticSize=1000,
+    model={"name": "Qwen/Qwen2.5-Math-1.5B", "revision": "main", "tokenSecret": {"name": "hf"}},
+    sampler={"tensorParallel": 2, "extraArgs": ["--dtype", "bfloat16"], "resources": {"requests": {"cpu": 4}}},
+    worker={"shards": 4, "resources": {"requests": {"cpu": "2", "memory": "8Gi"}}},
+    trainer={"gpusPerNode": 8, "nodes": 2, "zeroStage": 3},
+    scheduling={"sampler": PLACEMENT, "trainer": PLACEMENT, "worker": {"queueName": "team-a-cpu"}},
+))
+MULTI_NODE = SPEC
+SINGLE_NODE = SPEC.model_copy(update={"trainer": SPEC.trainer.model_copy(update={"nodes": 1})})
+
+
+def children(spec: ExperimentSpec, stage: str) -> list[dict]:
+    node = next(n for n in stage_graph(spec) if n.name == stage)
+    root = storage_root(spec, OWNER.namespace, OWNER.name)
+    server = server_ref(OWNER, node.serves) if node.serves else None
+    return stage_children(OWNER, spec, node, stage_config(spec, node, root, server, OWNER.name, 9090))
+
+
+CASES = {
+    "prepare": lambda: children(SPEC, "prepare"),
+    "sample": lambda: children(SPEC, "sample"),
+    "eval-rft": lambda: children(SPEC, "eval-rft"),
+    "sft-single-node": lambda: children(SINGLE_NODE, "sft"),
+    "step-dpo-multi-node": lambda: children(MULTI_NODE, "step-dpo"),
+    "sampler-base": lambda: [sampler_deployment(OWNER, SPEC, "base", "Qwen/Qwen2.5-Math-1.5B", 2),
+                             sampler_service(OWNER, "base")],
+}
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (the stage configs) as readable literal blocks."""
+
+
+_Dumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", value, style="|" if "\n" in value else None))
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_golden(case):
+    text = yaml.dump_all(CASES[case](), Dumper=_Dumper, sort_keys=True, width=120)
+    assert yaml.safe_load_all(text) is not None
+    path = GOLDEN / f"{case}.yaml"
+    if os.environ.get("NEGRL_UPDATE_GOLDEN") == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert path.read_text() == text, f"{path} differs; rerun with NEGRL_UPDATE_GOLDEN=1 if intended"
+
+
+def all_children() -> list[dict]:
+    return [manifest for build in CASES.values() for manifest in build()]
+
+
+def pod_spec(manifest: dict) -> dict | None:
+    return manifest["spec"]["template"]["spec"] if manifest["kind"] in ("Job", "Deployment") else None
+
+
+def gpus(pod: dict) -> int:
+    return sum(int(c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0)) for c in pod["containers"])
+
+
+def test_every_child_is_owned_labelled_and_hashed():
+    for manifest in all_children():
+        meta = manifest["metadata"]
+        assert len(meta["name"]) <= MAX_NAME and meta["namespace"] == OWNER.namespace
+        (owner,) = meta["ownerReferences"]
+        assert owner["uid"] == OWNER.uid and owner["controller"] and owner["kind"] == "NegRLExperiment"
+        assert meta["labels"]["app.kubernetes.io/instance"] == OWNER.name
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "negrl-operator"
+        assert meta["annotations"][HASH_ANNOTATION] == with_hash(manifest)["metadata"]["annotations"][HASH_ANNOTATION]
+
+
+def test_pods_without_gpus_are_restricted_and_gpu_pods_get_their_gpus():
+    for manifest in all_children():
+        pod = pod_spec(manifest)
+        if pod is None:
+            continue
+        if gpus(pod):
+            assert {v["name"] for v in pod["volumes"]} >= {"dshm", "storage"}
+            continue
+        assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["seccompProfile"]
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False and context["capabilities"] == {"drop": ["ALL"]}
+            assert context["readOnlyRootFilesystem"] is True
+
+
+def test_gpu_counts_follow_the_spec():
+    (deployment, _) = CASES["sampler-base"]()
+    assert gpus(pod_spec(deployment)) == 2
+    train = [m for m in CASES["sft-single-node"]() if m["kind"] == "Job"][0]
+    assert gpus(pod_spec(train)) == 8 and train["spec"]["completions"] == 1
+
+
+def test_scheduling_passes_through():
+    for manifest in CASES["sampler-base"]()[:1] + CASES["step-dpo-multi-node"]()[2:]:
+        pod = pod_spec(manifest)
+        assert pod["nodeSelector"] == {"pool": "h100"} and pod["priorityClassName"] == "ml"
+        assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists"}]
+        assert manifest["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+        assert manifest["spec"]["template"]["metadata"]["annotations"] == {"example.com/owner": "team-a"}
+    job = CASES["sample"]()[1]
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a-cpu"
+
+
+def test_vllm_serves_the_policy_with_prefix_caching_and_health_probes():
+    deployment, service = CASES["sampler-base"]()
+    container = pod_spec(deployment)["containers"][0]
+    args = container["args"]
+    assert args[0] == "Qwen/Qwen2.5-Math-1.5B" and "--enable-prefix-caching" in args
+    assert args[args.index("--served-model-name") + 1] == "base" and args[args.index("--revision") + 1] == "main"
+    assert args[args.index("--tensor-parallel-size") + 1] == "2" and args[-2:] == ["--dtype", "bfloat16"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["path"] == "/health"
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+    token = next(e for e in container["env"] if e["name"] == "HF_TOKEN")
+    assert token["valueFrom"]["secretKeyRef"] == {"name": "hf", "key": "token"}
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert server_ref(OWNER, "base").base_url == "http://gsm8k-sampler-base.team-a.svc:8000/v1"
+
+
+def test_rollout_jobs_shard_by_completion_index():
+    config_map, job = CASES["sample"]()
+    command = pod_spec(job)["containers"][0]["command"]
+    assert command == ["negrl", "sample", "--config", "/etc/negrl/stage.json", "--shard", "$(JOB_COMPLETION_INDEX)/4"]
+    assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == job["spec"]["parallelism"] == 4
+    config = parse_stage_config(config_map["data"]["stage.json"])
+    assert config.shard_count == 4 and config.metrics_port == 9090 and config.experiment == "gsm8k"
+
+
+def test_multi_node_training_uses_an_indexed_job_and_a_headless_service():
+    config_map, service, job = CASES["step-dpo-multi-node"]()
+    assert service["spec"]["clusterIP"] == "None" and job["spec"]["completions"] == 2
+    pod = pod_spec(job)
+    assert pod["subdomain"] == service["metadata"]["name"]
+    command = pod["containers"][0]["command"]
+    assert "--nnodes=2" in command and "--node-rank=$(JOB_COMPLETION_INDEX)" in command
+    assert f"--master-addr={job['metadata']['name']}-0.{service['metadata']['name']}.team-a.svc" in command
+    assert service["spec"]["selector"] == job["spec"]["template"]["metadata"]["labels"]
+    assert parse_stage_config(config_map["data"]["stage.json"]).params.zero_stage == 3
+
+
+def test_long_names_are_cut_with_a_hash():
+    long = "x" * 60
+    first, second = child_name(long, "trainer", "sft"), child_name(long, "trainer", "rft")
+    assert len(first) <= MAX_NAME and first != second
+    assert child_name("exp", "sampler", "sft") == "exp-sampler-sft"
+    node = next(n for n in stage_graph(SPEC) if n.name == "eval-step-dpo")
+    assert job_name("exp", node) == "exp-eval-step-dpo"
+
+
+def test_hash_ignores_itself_and_tracks_content():
+    manifest = CASES["sampler-base"]()[1]
+    assert with_hash(manifest) == manifest
+    changed = json.loads(json.dumps(manifest))
+    changed["spec"]["ports"][0]["port"] = 9000
+    assert with_hash(changed)["metadata"]["annotations"][HASH_ANNOTATION] != content_hash(manifest)
