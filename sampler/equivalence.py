@@ -175,7 +175,7 @@ def structure(text: str, level: int = 0) -> Node:
     if bracketed is None:
         return text
     opening, inner, closing = bracketed
-    parts = [p for p in top_level_split(inner, ",")] if inner.strip() else []
+    parts = top_level_split(inner, ",") if inner.strip() else []
     if opening == "\\{":
         return seq("set", opening, closing, parts, level)
     if len(parts) == 1 and (opening, closing) in (("(", ")"), ("[", "]")):

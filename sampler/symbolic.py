@@ -23,14 +23,12 @@ import sympy
 from latex2sympy2_extended import NormalizationConfig, latex2sympy
 from latex2sympy2_extended.latex2sympy2 import ConversionConfig
 from latex2sympy2_extended.logic import And
-from negrl_sampler.equivalence import Node, Seq, Undecided, assignment, decide, fast_leaf
-from negrl_sampler.latex import Unsupported, parse_latex
-from negrl_sampler.number import Blocked, parse_number, rounds_to
 from sympy.core.relational import Relational
 
-MAX_POWER = 10_000
-MAX_LOG10 = 10_000
-MAX_FACTORIAL = 1_000
+from negrl_sampler.equivalence import Node, Seq, Undecided, assignment, decide, fast_leaf
+from negrl_sampler.latex import MAX_FACTORIAL, MAX_LOG10, MAX_POWER, Unsupported, parse_latex
+from negrl_sampler.number import Blocked, parse_number, rounds_to
+
 MAX_NODES = 4_000
 SAMPLE_POINTS = 3
 PRECISION = 50
