@@ -4,7 +4,9 @@ Every adversarial input must come back as a Grade (never an exception, never ``c
 its deadline plus a start-up margin, and the pool must keep serving afterwards."""
 
 import json
+import os
 import resource
+import signal
 import subprocess
 import sys
 import threading
@@ -103,12 +105,30 @@ def test_workers_run_under_an_address_space_cap(grader):
         assert line.split()[3] == str(512 * 1024 * 1024)
 
 
-def test_memory_exhaustion_in_a_worker_is_unparseable():
-    # A worker already maps 60-80 MB of address space: a 32 MB cap makes every allocation fail.
-    with Grader(workers=1, deadline_s=5.0, memory_mb=32) as starved:
-        result = starved.grade("\\boxed{(x+1)^2}", "x^2+2x+1", "math")
-        assert result.correct is None and result.reason in ("blocked:memory", "worker-died")
-        assert starved.grade("#### 3", "3").correct is True  # the fast path never needs a worker
+def test_memory_error_in_symbolic_work_is_blocked(monkeypatch):
+    import negrl_sampler.symbolic as symbolic
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(symbolic, "decide", exhausted)
+    assert symbolic.judge("x", "y") == (None, "blocked:memory")
+
+
+def test_a_worker_killed_mid_job_is_unparseable_and_replaced():
+    # What the kernel does to a worker that breaks its cap outside Python's allocator.
+    with Grader(workers=1, deadline_s=10.0) as single:
+        single.grade("\\boxed{x}", "y", "math")
+        pid = single.pool.idle[0].process.pid
+        results = []
+        worker = threading.Thread(target=lambda: results.append(single.grade("\\boxed{" + SLOW_DET + "}", "5", "math")))
+        worker.start()
+        time.sleep(0.5)
+        os.kill(pid, signal.SIGKILL)
+        worker.join(timeout=10)
+        assert results[0].correct is None and results[0].reason == "worker-died"
+        assert single.counters["worker_restarts"] == 1
+        assert single.grade("\\boxed{2x}", "x+x", "math").correct is True
 
 
 INJECTIONS = [
