@@ -25,7 +25,7 @@ from typing import Any
 import pydantic
 
 from negrl_sampler.answer import TASKS, Task, extract, guess_task, reference_answer, split_sequence
-from negrl_sampler.equivalence import MAX_ANSWER_CHARS, Undecided, decide
+from negrl_sampler.equivalence import MAX_ANSWER_CHARS, decide
 from negrl_sampler.number import Blocked
 from negrl_sampler.pool import WorkerPool
 
@@ -61,8 +61,11 @@ def triage(response: Any, reference: Any, task: Any = None) -> Grade | Pending:
         task = guess_task(reference)
     if task not in TASKS:
         return Grade(correct=None, extracted=None, reason="unknown-task")
-    answer = reference_answer(reference)
-    extracted = extract(response, task)
+    try:
+        answer = reference_answer(reference)
+        extracted = extract(response, task)
+    except Exception as exc:  # defensive: extraction is linear string work and should never raise
+        return Grade(correct=None, extracted=None, reason=f"extraction-error:{type(exc).__name__}")
     if extracted is None:
         return Grade(correct=None, extracted=None, reason="no-answer")
     if task == "sequence":
@@ -72,7 +75,7 @@ def triage(response: Any, reference: Any, task: Any = None) -> Grade | Pending:
         ok = decide(extracted, answer)
     except Blocked as exc:
         return Grade(correct=None, extracted=shown(extracted), reason=f"blocked:{exc.reason}")
-    except Undecided:
+    except Exception:  # Undecided, or anything unforeseen: the worker decides and never raises
         return Pending(extracted, answer)
     return Grade(correct=ok, extracted=extracted, reason="match" if ok else "mismatch")
 
