@@ -111,7 +111,8 @@ def _is_model_list(annotation: Any) -> bool:
 
 
 def _cel(rules: tuple[CrossFieldRule, ...]) -> list[dict]:
-    return [{"rule": r.cel, "message": r.message, "fieldPath": r.field_path} for r in rules]
+    return [{"rule": r.cel, "message": r.message, **({"fieldPath": r.field_path} if r.field_path else {})}
+            for r in rules]
 
 
 def decorate(model: type[BaseModel], schema: dict) -> dict:

@@ -313,7 +313,7 @@ ROOT_RULES: tuple[CrossFieldRule, ...] = (
     CrossFieldRule(
         "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 63",
         "metadata.name must be a DNS-1035 label (a-z, 0-9, '-', starts with a letter) of at most 63 characters",
-        ".metadata.name",
+        "",  # metadata has no schema of its own, so no fieldPath; the message names the field
     ),
 )
 

@@ -245,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # kopf logs every handler run at INFO: one line per experiment per interval
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     metrics = OperatorMetrics()
     stall = args.stall_after or max(60.0, 10 * args.interval)
     heartbeat = Heartbeat(metrics, stall)
