@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+
 from negrl_trainer.data import Encoded, EncodedPair
 from negrl_trainer.loss import IGNORE
 

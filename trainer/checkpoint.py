@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 import torch
+
 from negrl_operator.artifact import read_json, write_json_atomic
 
 CHECKPOINTS = "checkpoints"

@@ -6,6 +6,7 @@ Precision: `auto` is bf16 on a GPU and fp32 on CPU. Collectives: nccl on GPU, gl
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
@@ -88,7 +89,9 @@ def setup_distributed() -> Distributed:
     os.environ.setdefault("LOCAL_RANK", "0")
     import deepspeed
     from deepspeed.accelerator import get_accelerator
+    from deepspeed.utils import logger
 
+    logger.setLevel(logging.WARNING)  # DeepSpeed's INFO lines would drown the Job's log
     accelerator = get_accelerator()
     on_gpu = accelerator.device_name() == "cuda"
     local_rank = int(os.environ["LOCAL_RANK"])

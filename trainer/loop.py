@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
 from negrl_operator.artifact import MANIFEST, inputs_hash, stage_done, stage_manifest, write_json_atomic
 from negrl_operator.stage_config import TrainStageConfig
 from negrl_trainer.batch import Schedule, collate, packed_units, rank_micro_batches, step_indices

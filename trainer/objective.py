@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+
 from negrl_trainer.batch import Batch
 from negrl_trainer.loss import IGNORE, chosen_nll, dpo_loss, nll_sum, sequence_logps
 

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+
 from negrl_trainer.batch import collate
 from negrl_trainer.data import EncodedPair
 from negrl_trainer.engine import Distributed, load_model

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-from negrl_operator.stage_config import TrainStageConfig
 
+from negrl_operator.stage_config import TrainStageConfig
 from tests.fixtures.deepspeed_cpu import free_port
 from tests.fixtures.paths import GSM8K_DIR, REPO
 
@@ -49,9 +49,9 @@ def stage_data(stage: str, folder: Path) -> list[str]:
             for i, r in enumerate(rows)])]
     pairs = []
     for i, r in enumerate(rows):
-        wrong = r["answer"].rsplit("####", 1)[0] + "#### 7"
+        other = rows[(i + 1) % len(rows)]["answer"]  # a wrong solution: another question's
         kind = "step" if i % 2 else "outcome"
-        rejected = " " + (wrong.split("\n")[0] if kind == "step" else wrong)
+        rejected = " " + (other.split("\n")[0] if kind == "step" else other)  # step: a prefix, no EOS
         pairs.append({"question_id": str(i), "kind": kind, "prompt": prompt_of(r["question"]),
                       "chosen": " " + r["answer"], "rejected": rejected, "chosen_source": "self",
                       "rejected_sample_index": 0})
@@ -67,11 +67,12 @@ def train_config(stage: str, model_dir: Path, folder: Path, **params) -> TrainSt
 
 def fixed_batch_loss(model_dir: str | Path, config: TrainStageConfig) -> float:
     """Loss of the first 8 training examples under the model in model_dir (DPO: against the initial model)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     from negrl_trainer.batch import collate
     from negrl_trainer.data import encode_records, read_data
     from negrl_trainer.loss import dpo_loss, nll_sum, sequence_logps
     from negrl_trainer.objective import logits_of
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(config.model_path)
     examples = encode_records(read_data(config.data), tokenizer, stage=config.stage, spec=config.prompt,
@@ -119,6 +120,22 @@ def test_stage_reduces_its_loss_on_a_fixed_batch(stage, zero_stage, tiny_model_d
     manifest = json.loads((Path(config.output_dir) / "manifest.json").read_text())
     assert manifest["summary"]["steps"] == 4 and manifest["inputs_hash"]
     assert run_training(config)["skipped"] is True  # same inputs: a no-op
+
+
+def test_packed_sft_with_gradient_checkpointing_reduces_its_loss(tiny_model_dir, deepspeed_cpu, tmp_path):
+    from negrl_trainer.loop import run_training
+
+    rows = [{"prompt": f"Question: what is {a} plus {b}?\nAnswer:", "response": f" {a + b}"}
+            for a in range(1, 9) for b in range(1, 5)]
+    config = TrainStageConfig(output_dir=str(tmp_path / "out"), stage="sft", model_path=str(tiny_model_dir),
+                              data=[write_jsonl(tmp_path / "sums.jsonl", rows)],
+                              params={"learning_rate": 3e-3, "max_steps": 4, "micro_batch_size": 2, "max_length": 64,
+                                      "warmup_ratio": 0.0, "schedule": "constant", "packing": True,
+                                      "gradient_checkpointing": True, "zero_stage": 2})
+    before = fixed_batch_loss(tiny_model_dir, config)
+    summary = run_training(config)
+    assert summary["units"] < summary["examples"] == 32  # several sequences per packed row
+    assert fixed_batch_loss(Path(config.output_dir) / "model", config) < before - 0.01
 
 
 def test_accumulating_micro_batches_matches_a_bigger_micro_batch(tiny_model_dir, deepspeed_cpu, tmp_path):
@@ -192,6 +209,30 @@ def test_killed_run_resumes_from_its_checkpoint_to_the_same_weights(tiny_model_d
     rerun = run_command(config_path, env)
     stdout, _ = rerun.communicate(timeout=120)
     assert rerun.returncode == 0 and json.loads(stdout.strip().splitlines()[-1])["skipped"] is True
+
+
+def test_two_ranks_under_torchrun_match_one_rank_with_the_same_global_batch(tiny_model_dir, deepspeed_cpu,
+                                                                           deepspeed_cpu_env, tmp_path):
+    """DPO under ZeRO-3 on 2 gloo ranks (reference pass shared and gathered, partitions gathered for
+    the export) ends with the weights of one rank running micro-batches twice as large."""
+    from negrl_trainer.loop import run_training
+
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    one = train_config("dpo", tiny_model_dir, tmp_path / "one", zero_stage=3, micro_batch_size=4)
+    run_training(one)
+    two = train_config("dpo", tiny_model_dir, tmp_path / "two", zero_stage=3, micro_batch_size=2)
+    config_path = tmp_path / "two" / "stage.json"
+    config_path.write_text(two.model_dump_json())
+    env = {k: v for k, v in deepspeed_cpu_env.items() if k not in {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT"}}
+    process = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                              "-m", "negrl_operator.cli", "train", "--config", str(config_path), "--no-progress"],
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, process.stderr[-3000:]
+    summary = json.loads(process.stdout.strip().splitlines()[-1])
+    assert summary["world_size"] == 2 and summary["steps"] == 4
+    for key, value in exported_weights(one.output_dir).items():
+        torch.testing.assert_close(exported_weights(two.output_dir)[key], value, rtol=0, atol=1e-4, msg=key)
 
 
 def test_command_reports_a_bad_config(tmp_path, deepspeed_cpu_env):

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+
 from negrl_operator.stage_config import PromptSpec
 from negrl_trainer.batch import (
     Schedule,
@@ -38,8 +39,9 @@ WORDS = "Question: Answer: what is 1 2 3 4 5 6 7 8 9 the sum of and step so ####
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from negrl_trainer.scratch_model import word_tokenizer
     from transformers import PreTrainedTokenizerFast
+
+    from negrl_trainer.scratch_model import word_tokenizer
 
     return PreTrainedTokenizerFast(tokenizer_object=word_tokenizer(WORDS), bos_token="<s>", eos_token="</s>",
                                    pad_token="<pad>", unk_token="<unk>")

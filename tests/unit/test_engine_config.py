@@ -5,6 +5,7 @@ import pickle
 
 import pytest
 import torch
+
 from negrl_operator.stage_config import TrainParams
 from negrl_trainer.engine import (
     ScheduleFactor,

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+
 from negrl_trainer.batch import collate
 from negrl_trainer.data import Encoded, EncodedPair
 from negrl_trainer.loss import IGNORE, chosen_nll, dpo_loss, nll_sum, sequence_logps, token_logps
