@@ -98,37 +98,37 @@ def attach_reference(run: Run) -> None:
     )
 
 
-def micro_losses(run: Run, engine, micro_indices: list[list[int]]):
-    """(micro-batch, loss function) pairs of one optimizer step; see objective.py for the scaling."""
+def step_scored_tokens(run: Run, batches: list) -> int:
+    """SFT: tokens scored in the whole optimizer step, over all micro-batches and ranks."""
     import torch.distributed as dist
 
-    batches = [collate([run.units[i] for i in indices], run.pad_id) for indices in micro_indices]
-    device = run.dist.device
+    total = torch.tensor([sum(scored_tokens(batch) for batch in batches)], device=run.dist.device)
+    dist.all_reduce(total)
+    return max(1, int(total.item()))
+
+
+def micro_loss(run: Run, engine, batch, indices: list[int], step_tokens: int):
+    """One micro-batch's share of the step's objective (see objective.py for the scaling)."""
     if run.config.stage == "dpo":
         settings = DPOSettings(run.config.params.beta, run.config.params.nll_weight)
-        step_pairs = run.schedule.global_batch
-        return [
-            (batch, lambda b=batch, ix=indices: dpo_loss_of(engine, b, run.reference[ix], settings,
-                                                          step_pairs=step_pairs, device=device))
-            for batch, indices in zip(batches, micro_indices, strict=True)
-        ]
-    step_tokens = torch.tensor([sum(scored_tokens(batch) for batch in batches)], device=device)
-    dist.all_reduce(step_tokens)
-    total = max(1, int(step_tokens.item()))
-    return [(batch, lambda b=batch: sft_loss(engine, b, step_tokens=total, device=device)) for batch in batches]
+        return dpo_loss_of(engine, batch, run.reference[indices], settings, step_pairs=run.schedule.global_batch,
+                           device=run.dist.device)
+    return sft_loss(engine, batch, step_tokens=step_tokens, device=run.dist.device)
 
 
 def train_step(run: Run, engine, step: int) -> StepStats:
     params = run.config.params
     indices = step_indices(run.schedule, params.seed, step)
     micro = rank_micro_batches(indices, run.dist.rank, run.dist.world_size, params.micro_batch_size)
-    scale = params.gradient_accumulation * run.dist.world_size
+    batches = [collate([run.units[i] for i in chunk], run.pad_id) for chunk in micro]
+    step_tokens = step_scored_tokens(run, batches) if run.config.stage != "dpo" else 0
+    scale = params.gradient_accumulation * run.dist.world_size  # undoes DeepSpeed's division and averaging
     stats = StepStats()
-    for batch, loss_of in micro_losses(run, engine, micro):
-        loss, values = loss_of()
+    for batch, chunk in zip(batches, micro, strict=True):
+        loss, values = micro_loss(run, engine, batch, chunk, step_tokens)
         engine.backward(loss * scale)
         if params.zero_stage == 0 and engine.is_gradient_accumulation_boundary():
-            stats.grad_norm = grad_norm(engine.module)
+            stats.grad_norm = grad_norm(engine.module)  # DeepSpeed records it only under ZeRO
         engine.step()
         stats.add(float(loss.detach()), batch.tokens, values)
     if stats.grad_norm is None:
@@ -170,18 +170,20 @@ def run_training(config: TrainStageConfig, on_step: list[StepCallback] = ()) -> 
     if stage_done(config.output_dir, inputs):
         return {**stage_manifest(config.output_dir)["summary"], "skipped": True}
     dist_info = setup_distributed()
+    if dist_info.rank == 0:  # a manifest of other inputs: its model is about to be replaced
+        Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(config.output_dir) / MANIFEST).unlink(missing_ok=True)
     seed_everything(config.params.seed)
     run = prepare(config, dist_info)
     attach_reference(run)
     model = load_model(config.model_path, bf16=run.bf16,
                        gradient_checkpointing=config.params.gradient_checkpointing)
-    engine, scheduler = initialise(model, run.ds_config, config.params, run.schedule.total_steps)
+    engine, _ = initialise(model, run.ds_config, config.params, run.schedule.total_steps)
     engine.train()
     checkpoints = run.output_dir / CHECKPOINTS
     start = resume(engine, checkpoints, run.inputs, dist_info.rank)
     log_path = run.output_dir / TRAIN_LOG
     if dist_info.rank == 0:
-        run.output_dir.mkdir(parents=True, exist_ok=True)
         keep_log_until(log_path, start)
     records = train_steps(run, engine, start, on_step, log_path)
     export_model(engine, run.tokenizer, run.output_dir, zero_stage=config.params.zero_stage, rank=dist_info.rank)

@@ -8,6 +8,7 @@ the cache file atomically. A later run (a restarted Job) finds it and skips the 
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -95,6 +96,9 @@ def compute_reference(path: str, pairs: list[EncodedPair], *, ds_config: dict, b
     indices = rank_share(pairs, dist_info.rank, dist_info.world_size)
     scores = score_pairs(model, pairs, indices, batch_size=batch_size, pad_id=pad_id, device=dist_info.device)
     del model
+    gc.collect()
+    if dist_info.on_gpu:
+        torch.cuda.empty_cache()
     gathered_scores = [torch.zeros_like(scores, device=dist_info.device) for _ in range(dist_info.world_size)]
     gathered_indices = [torch.zeros(len(indices), dtype=torch.long, device=dist_info.device)
                         for _ in range(dist_info.world_size)]
