@@ -24,6 +24,7 @@ import math
 import re
 
 import sympy
+
 from negrl_sampler.number import Blocked
 
 MAX_DEPTH = 60

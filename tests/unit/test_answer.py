@@ -1,6 +1,7 @@
 """Answer extraction: each row is one named behaviour."""
 
 import pytest
+
 from negrl_sampler.answer import extract, guess_task, reference_answer
 
 GSM8K = {

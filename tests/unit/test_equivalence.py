@@ -4,6 +4,7 @@ The pure tables run ``equivalence.decide`` (no sympy); the symbolic table runs `
 in this process (the comparison itself; the pool is tested in test_grader.py)."""
 
 import pytest
+
 from negrl_sampler.equivalence import Undecided, decide, normalise
 from negrl_sampler.number import Blocked, parse_number
 from negrl_sampler.symbolic import judge

@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from negrl_sampler.grader import Grader
 
 CASES_PATH = Path(__file__).resolve().parents[1] / "data" / "grading_cases.jsonl"
