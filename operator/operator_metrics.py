@@ -51,6 +51,10 @@ class OperatorMetrics:
                               registry=r)
         self.requests = Counter("negrl_operator_api_requests_total", "Requests to the API server.",
                                 ["client", "verb"], registry=r)
+        self.request_seconds = Histogram(
+            "negrl_operator_api_request_duration_seconds", "API request latency (watches: until headers).",
+            ["client", "verb"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r,
+        )
         self.transitions = Counter("negrl_operator_stage_transitions_total", "Stage state changes.", ["kind", "state"],
                                    registry=r)
         self.last_reconcile = Gauge("negrl_operator_last_reconcile_timestamp_seconds",
@@ -58,6 +62,15 @@ class OperatorMetrics:
         self._phases: dict[tuple[str, str], str] = {}
         self._series: dict[tuple[str, str], list[tuple[Gauge, tuple[str, ...]]]] = {}
         self._lock = threading.Lock()
+
+    def request_observer(self, client: str):
+        """A callback (verb, seconds) counting one client's requests."""
+
+        def observe(verb: str, seconds: float) -> None:
+            self.requests.labels(client, verb).inc()
+            self.request_seconds.labels(client, verb).observe(seconds)
+
+        return observe
 
     def record(self, namespace: str, name: str, status: ExperimentStatus) -> None:
         """Export an experiment's status (replacing what was exported for it before)."""

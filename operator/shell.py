@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from negrl_operator.condition import EventRecord
 from negrl_operator.experiment import GROUP, PLURAL, VERSION, ExperimentSpec
-from negrl_operator.kube import Kube, apply_plan
+from negrl_operator.kube import EventPoster, Kube, apply_plan
 from negrl_operator.manifest import Owner
 from negrl_operator.observation import (
     INSTANCE_LABEL,
@@ -52,6 +52,7 @@ class Runtime:
     kube: Kube
     metrics: OperatorMetrics
     heartbeat: Heartbeat
+    events: EventPoster | None = None
     interval_s: float = 10.0
     workers: int = 8
     locks: defaultdict = field(default_factory=lambda: defaultdict(threading.Lock))
@@ -89,7 +90,7 @@ def reconcile(runtime: Runtime, trigger: str, body, indices: dict) -> None:
         observed = observe(owner, indices["negrl_jobs"], indices["negrl_deployments"], indices["negrl_children"],
                            indices["negrl_pods"])
         result = plan(owner, int(meta.get("generation") or 0), spec, recorded, observed, datetime.now(UTC))
-        apply_plan(runtime.kube, owner, result, status_changed=result.status != recorded)
+        apply_plan(runtime.kube, owner, result, result.status != recorded, runtime.events)
         runtime.written[owner.uid] = result.status
     for stage in result.status.stages:
         before = recorded.stage_named(stage.name)
@@ -109,7 +110,7 @@ def handle(runtime: Runtime, trigger: str, body, indices: dict) -> None:
         runtime.metrics.errors.labels("InvalidSpec").inc()
         meta = body["metadata"]
         owner = Owner(meta["name"], meta["namespace"], meta["uid"])
-        runtime.kube.post_event(owner, EventRecord("Warning", "InvalidSpec", str(error)[:1000]))
+        runtime.kube.post_event(owner, EventRecord("Warning", "InvalidSpec", str(error)[:1000]))  # not queued: rare
         raise kopf.PermanentError(f"invalid spec: {error}") from error
     except ApiException as error:
         runtime.metrics.errors.labels(f"Api{error.status}").inc()
@@ -169,11 +170,16 @@ def build_registry(runtime: Runtime, on_request=None) -> kopf.OperatorRegistry:
         info = kopf.login_via_client(**kwargs)
         trace = aiohttp.TraceConfig()
 
-        async def count(session, context, params):
-            if on_request:
-                on_request(params.method)
+        async def start(session, context, params):
+            context.started = time.perf_counter()
 
-        trace.on_request_start.append(count)
+        async def end(session, context, params):
+            if on_request:
+                on_request(params.method, time.perf_counter() - context.started)
+
+        trace.on_request_start.append(start)
+        trace.on_request_end.append(end)
+        trace.on_request_exception.append(end)
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ssl=info.as_ssl_context()), headers=info.as_http_headers(),
             trace_configs=[trace],
@@ -237,7 +243,7 @@ def load_kube_config() -> ApiClient:
     except kube_config.ConfigException:
         kube_config.load_kube_config()
     api = ApiClient()
-    api.configuration.connection_pool_maxsize = 32
+    api.configuration.connection_pool_maxsize = 64
     return ApiClient(api.configuration)
 
 
@@ -250,9 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     metrics = OperatorMetrics()
     stall = args.stall_after or max(60.0, 10 * args.interval)
     heartbeat = Heartbeat(metrics, stall)
-    kube = Kube(load_kube_config(), on_request=lambda verb: metrics.requests.labels("negrl", verb).inc())
-    runtime = Runtime(kube=kube, metrics=metrics, heartbeat=heartbeat, interval_s=args.interval, workers=args.workers)
-    registry = build_registry(runtime, on_request=lambda verb: metrics.requests.labels("kopf", verb).inc())
+    kube = Kube(load_kube_config(), on_request=metrics.request_observer("negrl"))
+    runtime = Runtime(kube=kube, metrics=metrics, heartbeat=heartbeat, events=EventPoster(kube),
+                      interval_s=args.interval, workers=args.workers)
+    registry = build_registry(runtime, on_request=metrics.request_observer("kopf"))
     serve(metrics, heartbeat, args.port)
     log.info("negrl operator: metrics and /healthz on :%d, reconcile every %.1fs", args.port, args.interval)
     kopf.run(registry=registry, standalone=True, clusterwide=not args.namespace, namespaces=args.namespace or (),
