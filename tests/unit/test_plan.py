@@ -437,3 +437,34 @@ def test_job_and_pod_bodies_parse_into_observations():
     assert parse_summary(pod.message) == {"message": "Traceback...\nValueError: bad"}
     assert parse_summary('{"stage":"sample","samples":4}') == {"stage": "sample", "samples": 4}
     assert parse_summary("") is None
+
+
+# ---- what the shell exports from a status --------------------------------------------------------
+
+def test_status_is_exported_as_metrics_and_forgotten_on_delete():
+    from prometheus_client import generate_latest
+
+    from negrl_operator.operator_metrics import Heartbeat, OperatorMetrics
+
+    run = Run()
+    run.cluster.evaluations = {"step-dpo": 0.41}
+    run.until("eval-step-dpo", "Succeeded", limit=40)
+    metrics = OperatorMetrics()
+    metrics.record("team", "exp", run.status)
+    text = generate_latest(metrics.registry).decode()
+    assert 'negrl_operator_experiments{phase="Succeeded"} 1.0' in text
+    assert 'negrl_operator_policy_accuracy_ratio{experiment="exp",namespace="team",policy="step-dpo"} 0.41' in text
+    assert 'negrl_operator_result_items{experiment="exp",item="pits",namespace="team"} 210.0' in text
+    assert 'negrl_operator_stage_duration_seconds{experiment="exp",kind="train",namespace="team",stage="sft"}' in text
+    metrics.forget("team", "exp")
+    text = generate_latest(metrics.registry).decode()
+    assert 'experiment="exp"' not in text and 'negrl_operator_experiments{phase="Succeeded"} 0.0' in text
+
+    heartbeat = Heartbeat(metrics, stall_after_s=0.0)
+    assert heartbeat.health()[0]  # no experiment: nothing can stall
+    metrics.record("team", "exp", run.status)
+    heartbeat.last -= 1
+    assert not heartbeat.health()[0]  # experiments exist, no reconcile finished in time
+    heartbeat.beat()
+    heartbeat.stall_after_s = 60
+    assert heartbeat.health() == (True, "ok\n")
