@@ -25,6 +25,7 @@ from negrl_operator.stage_config import (
     PairParams,
     PromptSpec,
     SamplingParams,
+    ScratchModelSpec,
     Strict,
     Task,
     TrainParams,
@@ -109,6 +110,10 @@ class ModelSpec(Strict):
     revision: str | None = Field(None, max_length=256, description="Hugging Face revision (branch, tag or commit).")
     token_secret: SecretKeyRef | None = Field(
         None, description="Secret with a Hugging Face token, passed as HF_TOKEN to every pod that loads the model."
+    )
+    scratch: ScratchModelSpec | None = Field(
+        None, description="Initialise a tiny model from scratch (built by the prepare stage) instead of loading "
+        "`name`, which then only labels it. For CPU examples such as the star graph.",
     )
 
 
@@ -199,6 +204,10 @@ class SamplerSpec(Strict):
     shm_size: str = Field("8Gi", description="Size of the in-memory /dev/shm volume.")
     startup_timeout_s: int = Field(1800, ge=60, le=86400, description="Time allowed to load the model.")
     resources: ResourceSpec = Field(default_factory=ResourceSpec, description="CPU and memory of each replica.")
+    local_backend: Literal["auto", "vllm", "transformers"] = Field(
+        "auto", description="`negrl run` only: serve policies with a local vLLM server, with transformers "
+        "behind the same OpenAI API, or `auto` (vLLM when installed). Ignored on a cluster.",
+    )
 
 
 class WorkerSpec(Strict):

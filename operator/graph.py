@@ -129,9 +129,14 @@ def stage_dir(storage_root: str, name: str) -> str:
     return f"{storage_root.rstrip('/')}/{name}"
 
 
+def base_model(spec: ExperimentSpec, storage_root: str) -> str:
+    """The base model: `model.name`, or the from-scratch model the prepare stage builds."""
+    return f"{stage_dir(storage_root, PREPARE)}/model" if spec.model.scratch else spec.model.name
+
+
 def policy_model(spec: ExperimentSpec, policy: str, storage_root: str) -> str:
     """Weights of a policy: the base model for `base`, else its training stage's `model` folder."""
-    return spec.model.name if policy == BASE_POLICY else f"{stage_dir(storage_root, policy)}/model"
+    return base_model(spec, storage_root) if policy == BASE_POLICY else f"{stage_dir(storage_root, policy)}/model"
 
 
 def storage_root(spec: ExperimentSpec, namespace: str, experiment: str) -> str:
@@ -166,7 +171,8 @@ def _questions(storage_root: str, split: str = PREPARED_TRAIN) -> str:
 def _prepare_config(spec, node, root, server, common) -> PrepareStageConfig:
     factor = max([1, *spec.sweep.sft_multipliers])
     size = spec.data.synthetic_size * factor if spec.data.synthetic_size else None
-    return PrepareStageConfig(**common, task=spec.data.task, source=spec.data.source, train_size=size)
+    return PrepareStageConfig(**common, task=spec.data.task, source=spec.data.source, train_size=size,
+                              scratch_model=spec.model.scratch, prompt=spec.data.prompt)
 
 
 def _sample_config(spec, node, root, server, common) -> SampleStageConfig:
@@ -220,12 +226,12 @@ def _train_config(spec, node, root, server, common) -> TrainStageConfig:
     if node.role == "sft":
         synthetic = spec.data.synthetic_size
         return TrainStageConfig(
-            **common, stage="sft", model_path=spec.model.name, data=[_questions(root)], prompt=spec.data.prompt,
+            **common, stage="sft", model_path=base_model(spec, root), data=[_questions(root)], prompt=spec.data.prompt,
             max_examples=synthetic * node.multiplier if synthetic else None,
             params=_train_params(spec, stages.sft.params, node.seed),
         )
     if node.role == "rft":
-        init = spec.model.name if stages.rft.init == "base" else policy_model(spec, sft, root)
+        init = base_model(spec, root) if stages.rft.init == "base" else policy_model(spec, sft, root)
         return TrainStageConfig(
             **common, stage="rft", model_path=init, data=[f"{stage_dir(root, node.needs[0])}/{PAIR_FILES['rft']}"],
             prompt=spec.data.prompt, params=_train_params(spec, stages.rft.params, node.seed),

@@ -236,6 +236,18 @@ class DataSourceSpec(Strict):
         return self
 
 
+class ScratchModelSpec(Strict):
+    """A tiny Llama initialised from scratch (CPU examples, tests): no weights to download. Its
+    tokenizer is made from the data: one token per word for `sequence` tasks, byte-level BPE otherwise."""
+
+    hidden: int = Field(128, ge=64, le=4096, description="Hidden size; head size is hidden / heads (keep 64).")
+    layers: int = Field(2, ge=1, le=64, description="Decoder layers.")
+    heads: int = Field(2, ge=1, le=64, description="Attention heads.")
+    vocab_size: int = Field(512, ge=64, le=65536, description="BPE vocabulary size (ignored for word tokens).")
+    max_positions: int = Field(512, ge=16, le=32768, description="Longest sequence the model handles.")
+    seed: int = Field(0, description="Initialisation seed.")
+
+
 class PrepareStageConfig(StageBase):
     """Materialises `<output_dir>/train.jsonl` and `<output_dir>/test.jsonl` as Question lines
     ({id, question, answer, solution}) from the source; the first `train_size` training questions only."""
@@ -244,6 +256,10 @@ class PrepareStageConfig(StageBase):
     task: Task
     source: DataSourceSpec
     train_size: int | None = Field(None, ge=1, description="Keep only the first N training questions.")
+    scratch_model: ScratchModelSpec | None = Field(
+        None, description="Also build this from-scratch base model into <output_dir>/model."
+    )
+    prompt: PromptSpec = Field(default_factory=PromptSpec, description="Its words join a word-level vocabulary.")
 
 
 StageConfig = Annotated[

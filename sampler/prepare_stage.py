@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 from pathlib import Path
 
 from negrl_operator.artifact import MANIFEST, inputs_hash, stage_done, stage_manifest, write_json_atomic
@@ -35,6 +36,24 @@ def splits(config: PrepareStageConfig):
             read_source(source.test_path, source.kind, "test"))
 
 
+def build_base_model(config: PrepareStageConfig, out: Path) -> None:
+    """The from-scratch base model: word tokens for `sequence` tasks, BPE on the training text otherwise."""
+    from negrl_trainer.scratch_model import build_scratch_model
+
+    questions = [q for name in (PREPARED_TRAIN, PREPARED_TEST)
+                 for q in read_source(out / name, "questions-jsonl", name)]
+    texts = [text for q in questions for text in (q["question"], q["solution"] or q["answer"])]
+    shape = config.scratch_model.model_dump(by_alias=False, exclude={"seed"})
+    words = None
+    if config.task == "sequence":
+        words = {word for text in [*texts, config.prompt.template.replace("{question}", " ")] for word in text.split()}
+    shutil.rmtree(out / "model.tmp", ignore_errors=True)
+    build_scratch_model(out / "model.tmp", texts, words=words, seed=config.scratch_model.seed, **shape)
+    if (out / "model").exists():
+        shutil.rmtree(out / "model")
+    (out / "model.tmp").rename(out / "model")
+
+
 def prepare(config: PrepareStageConfig) -> dict:
     out = Path(config.output_dir)
     expected = inputs_hash(config)
@@ -43,6 +62,8 @@ def prepare(config: PrepareStageConfig) -> dict:
     train, test = splits(config)
     summary = {"stage": "prepare", "train": write_questions(out / PREPARED_TRAIN, train),
                "test": write_questions(out / PREPARED_TEST, test)}
+    if config.scratch_model:
+        build_base_model(config, out)
     write_json_atomic(out / MANIFEST, {"inputs_hash": expected, "summary": summary,
                                        "records": [PREPARED_TRAIN, PREPARED_TEST], "shards": 1})
     return summary

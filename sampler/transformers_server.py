@@ -24,7 +24,8 @@ class TransformersGenerator:
 
         self.torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        self.model.train(False)  # inference mode
         self.lock = threading.Lock()
 
     def complete(self, body: dict) -> dict:
