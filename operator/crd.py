@@ -156,7 +156,11 @@ PRINTER_COLUMNS = [
 
 def crd() -> dict:
     spec = _strip_defs(model_schema(ExperimentSpec))
-    spec["description"] = "What to run: model, data, stages, samplers, trainers, storage and scheduling."
+    spec["description"] = (
+        "What to run: model, data, stages, samplers, trainers, storage and scheduling. Each stage reads the "
+        "spec when it starts: a change reaches the stages not started yet and the sampler Deployments; running "
+        "and finished stages are not redone, and a Succeeded or Failed experiment ignores changes."
+    )
     status = _strip_defs(model_schema(ExperimentStatus))
     status["description"] = "What the operator observed: phase, stages, results and conditions."
     root = {
