@@ -34,10 +34,6 @@ from negrl_operator.graph import (
 from negrl_operator.run_view import RunView
 from negrl_operator.stage_config import ServerRef
 
-COMMAND_OF_KIND = {"prepare": "prepare", "train": "train", "sample": "sample", "credit": "credit",
-                   "pairs": "pairs", "evaluate": "evaluate"}
-
-
 class StageFailed(RuntimeError):
     pass
 
@@ -102,7 +98,7 @@ def run_stage(node: StageNode, config, workdir: Path) -> dict:
     write_json_atomic(config_path, config.model_dump(mode="json"))
     log_path = workdir / "logs" / f"{node.name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "negrl_operator.cli", COMMAND_OF_KIND[node.kind], "--config", str(config_path)]
+    command = [sys.executable, "-m", "negrl_operator.cli", node.kind, "--config", str(config_path)]
     env = {**os.environ, "NEGRL_TERMINATION_LOG": str(workdir / "logs" / f"{node.name}.summary.json"),
            "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu"), "HF_HUB_OFFLINE": "1"}
     with open(log_path, "w") as log:

@@ -1,0 +1,62 @@
+"""No container engine exists on the build machines, so the Dockerfile's structure is checked here."""
+
+import json
+import re
+
+import pytest
+
+from negrl_operator.cli import SUBCOMMANDS
+from negrl_operator.graph import NodeKind
+from tests.fixtures.paths import REPO
+
+
+def stages() -> dict[str, list[tuple[str, str]]]:
+    """target name -> its instructions (keyword, rest), continuation lines joined."""
+    text = re.sub(r"\\\n\s*", " ", (REPO / "Dockerfile").read_text())
+    result, current = {}, None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        keyword, _, rest = line.partition(" ")
+        if keyword.upper() == "FROM":
+            current = rest.split(" AS ")[-1].strip()
+            result[current] = []
+        if current:
+            result[current].append((keyword.upper(), rest))
+    return result
+
+
+def last(instructions, keyword):
+    values = [rest for key, rest in instructions if key == keyword]
+    return values[-1] if values else None
+
+
+@pytest.mark.parametrize("target", ["operator", "worker"])
+def test_target_runs_negrl_as_non_root(target):
+    instructions = stages()[target]
+    user = last(instructions, "USER")
+    assert user is not None and user.split(":")[0] not in {"0", "root"}
+    assert json.loads(last(instructions, "ENTRYPOINT")) == ["negrl"]
+    command = json.loads(last(instructions, "CMD"))
+    assert command[0] in SUBCOMMANDS or command == ["--help"]
+    assert any(key == "LABEL" and "org.opencontainers.image.title" in rest for key, rest in instructions)
+
+
+def test_operator_image_has_no_torch_and_worker_has_the_stage_commands():
+    all_stages = stages()
+    operator_installs = " ".join(rest for key, rest in all_stages["operator"] if key == "RUN")
+    worker_installs = " ".join(rest for key, rest in all_stages["worker"] if key == "RUN")
+    assert ".[operator]" in operator_installs and "worker" not in operator_installs
+    assert ".[worker]" in worker_installs
+
+
+def test_base_image_is_pinned():
+    text = (REPO / "Dockerfile").read_text()
+    image = re.search(r"ARG PYTHON_IMAGE=(\S+)", text).group(1)
+    assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+", image)
+
+
+def test_every_stage_kind_is_a_negrl_subcommand():
+    # the operator's Jobs run `negrl <node kind>` in the worker image
+    assert set(NodeKind.__args__) <= set(SUBCOMMANDS)
