@@ -280,8 +280,9 @@ def test_experiment_walks_every_stage_to_succeeded(kube_cluster, api, operator, 
     name = "gsm8k"
     with Kubelet(api, namespace):
         kubectl_apply(kube_cluster, example(namespace, name), tmp_path)
-        wait_for("the sample stage", lambda: experiment(api, namespace, name),
-                 lambda body: "sample" in (body.get("status") or {}).get("stage", ""), timeout=60)
+        wait_for("the sample stage", lambda: experiment(api, namespace, name), lambda body: any(
+            s["name"] == "sample" and s["state"] != "Pending" for s in (body.get("status") or {}).get("stages", [])),
+            timeout=60)
         before = {job.metadata.name: job.metadata.uid for job in children(api, namespace, name)["jobs"]}
         operator.restart()  # mid-experiment: the new process adopts what exists
         done = wait_for("Succeeded", lambda: experiment(api, namespace, name),
