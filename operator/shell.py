@@ -152,20 +152,10 @@ class _Merged:
         return [value for index in self.indices for value in index.get(key, [])]
 
 
-def build_registry(runtime: Runtime, on_request=None) -> kopf.OperatorRegistry:
-    registry = kopf.OperatorRegistry()
-    register_indices(registry)
+def counting_login(on_request=None):
+    """kopf's login through the kubernetes client's config, with an HTTP session that counts and
+    times every request kopf makes (watches, its own patches)."""
 
-    @kopf.on.startup(registry=registry, id="configure")
-    def configure(settings: kopf.OperatorSettings, **_):
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=GROUP, key="last-handled-configuration")
-        settings.posting.enabled = False
-        settings.execution.max_workers = runtime.workers
-        settings.watching.server_timeout = 300
-
-    @kopf.on.login(registry=registry, id="login")
     async def login(**kwargs):
         info = kopf.login_via_client(**kwargs)
         trace = aiohttp.TraceConfig()
@@ -186,6 +176,24 @@ def build_registry(runtime: Runtime, on_request=None) -> kopf.OperatorRegistry:
         )
         return kopf.AiohttpSession(server=info.server, default_namespace=info.default_namespace,
                                    aiohttp_session=session)
+
+    return login
+
+
+def build_registry(runtime: Runtime, on_request=None) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    register_indices(registry)
+
+    @kopf.on.startup(registry=registry, id="configure")
+    def configure(settings: kopf.OperatorSettings, **_):
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=GROUP, key="last-handled-configuration")
+        settings.posting.enabled = False
+        settings.execution.max_workers = runtime.workers
+        settings.watching.server_timeout = 300
+
+    kopf.on.login(registry=registry, id="login")(counting_login(on_request))
 
     def indices(kwargs: dict) -> dict:
         merged = _Merged(kwargs["negrl_services"], kwargs["negrl_configmaps"])
