@@ -208,6 +208,8 @@ def measure(args, cluster: KubeCluster, operator: subprocess.Popen, port: int, w
         "first_planned_s": round(first or all_planned, 2), "apply_s": round(applied_s, 2),
         "reconciles": int(reconciles), "reconcile_errors": int(errors),
         "reconcile_p50_ms": round(1000 * quantile(text, 0.5), 1), "reconcile_p95_ms": round(1000 * quantile(text, 0.95), 1),
+        "reconcile_create_p95_ms": round(1000 * quantile(text, 0.95, keep=lambda lb: lb["trigger"] == "create"), 1),
+        "reconcile_timer_p95_ms": round(1000 * quantile(text, 0.95, keep=lambda lb: lb["trigger"] == "timer"), 1),
         "requests_per_reconcile": round(requests / max(reconciles, 1), 2),
         "api_write_p95_ms": round(1000 * quantile(text, 0.95, "negrl_operator_api_request_duration_seconds_bucket",
                                                   lambda labels: labels["verb"] != "GET"), 1),
