@@ -1,0 +1,141 @@
+"""Training sets from graded samples and credit records (pure).
+
+- RFT set: a question's correct samples, de-duplicated (whitespace-normalised text), at most m.
+- Outcome pairs (baseline): a full correct response vs a full wrong one.
+- Per-step pairs: a correct response vs the negative cut right after its first pit.
+
+EOS rules (the trainer appends EOS to `chosen` and to an outcome pair's `rejected`, never to a
+per-step `rejected`):
+
+    text                              used when                      EOS in training
+    RFT response / any chosen         correct and finished           yes
+    outcome rejected                  wrong and finished             yes
+    per-step rejected                 steps[:pit] of any negative    no (it is a cut prefix)
+
+"Finished" means the policy ended the text itself: finish_reason is not "length" (a text cut by
+max_tokens must not be taught to end there). Chosen sources for per-step pairs:
+`self` a finished correct sample of the question (round-robin over the de-duplicated ones),
+`synthetic` the question's synthetic solution, `rollout` the pit's recovery: the prefix before the
+pit plus a correct, finished rollout from it (recorded by the credit stage).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Iterable
+
+from negrl_sampler.record import CreditRecord, Demonstration, PreferencePair, Question, Sample
+
+
+def normalized(text: str) -> str:
+    return " ".join(text.split())
+
+
+def finished(sample: Sample) -> bool:
+    return sample.finish_reason != "length"
+
+
+def by_question(samples: Iterable[Sample]) -> dict[str, list[Sample]]:
+    """Samples grouped by question id, each group sorted by sample index; groups in id order."""
+    groups: dict[str, list[Sample]] = defaultdict(list)
+    for sample in samples:
+        groups[sample.question_id].append(sample)
+    return {qid: sorted(groups[qid], key=lambda s: s.sample_index) for qid in sorted(groups)}
+
+
+def unique(samples: Iterable[Sample]) -> list[Sample]:
+    """First sample of each distinct (whitespace-normalised) response, in order."""
+    seen: set[str] = set()
+    kept = []
+    for sample in samples:
+        key = normalized(sample.response)
+        if key and key not in seen:
+            seen.add(key)
+            kept.append(sample)
+    return kept
+
+
+def positives(group: list[Sample]) -> list[Sample]:
+    """De-duplicated correct, finished samples of one question."""
+    return unique(s for s in group if s.grade.correct is True and finished(s))
+
+
+def negatives(group: list[Sample]) -> list[Sample]:
+    """Wrong or unparseable samples of one question, in index order (duplicates kept)."""
+    return [s for s in group if s.grade.correct is not True]
+
+
+def rft_set(samples: Iterable[Sample], per_question: int) -> list[Demonstration]:
+    demos = []
+    for group in by_question(samples).values():
+        for sample in positives(group)[:per_question]:
+            demos.append(Demonstration(question_id=sample.question_id, prompt=sample.prompt,
+                                       response=sample.response, source="self"))
+    return demos
+
+
+def _rotation(items: list, seed: int, question_id: str) -> list:
+    """`items` rotated by a deterministic, seed-dependent offset (spreads chosen responses)."""
+    if not items:
+        return items
+    offset = random.Random(f"{seed}:{question_id}").randrange(len(items))
+    return items[offset:] + items[:offset]
+
+
+def outcome_pairs(samples: Iterable[Sample], per_question: int, seed: int = 0) -> list[PreferencePair]:
+    """One pair per distinct finished negative (up to the cap), chosen round-robin from positives."""
+    pairs = []
+    for qid, group in by_question(samples).items():
+        chosen = _rotation(positives(group), seed, qid)
+        rejected = unique(s for s in negatives(group) if finished(s))
+        for index, negative in enumerate(rejected[: per_question if chosen else 0]):
+            pairs.append(PreferencePair(
+                question_id=qid, kind="outcome", prompt=negative.prompt,
+                chosen=chosen[index % len(chosen)].response, rejected=negative.response,
+                chosen_source="self", rejected_sample_index=negative.sample_index,
+            ))
+    return pairs
+
+
+def chosen_for(record: CreditRecord, source: str, own: list[Sample], question: Question | None,
+               index: int) -> str | None:
+    """The chosen response of the index-th pair of a question, or None when the source has none."""
+    if source == "self":
+        return own[index % len(own)].response if own else None
+    if source == "synthetic":
+        return question.solution if question is not None and question.solution else None
+    if record.recovery is None or record.pit is None:
+        return None
+    return "".join(record.steps[: record.pit - 1]) + record.recovery
+
+
+def step_pairs(
+    credits: Iterable[CreditRecord], samples: Iterable[Sample], questions: dict[str, Question],
+    source: str, per_question: int, seed: int = 0,
+) -> list[PreferencePair]:
+    """Per-step pairs from negatives with a pit, in sample-index order, up to the cap per question.
+    Pairs whose (chosen, rejected) repeat an earlier pair of the question are dropped."""
+    groups = by_question(samples)
+    records: dict[str, list[CreditRecord]] = defaultdict(list)
+    for record in credits:
+        if record.pit is not None:
+            records[record.question_id].append(record)
+    pairs = []
+    for qid in sorted(records):
+        own = _rotation(positives(groups.get(qid, [])), seed, qid)
+        seen: set[tuple[str, str]] = set()
+        for record in sorted(records[qid], key=lambda r: r.sample_index):
+            if len(seen) >= per_question:
+                break
+            chosen = chosen_for(record, source, own, questions.get(qid), len(seen))
+            rejected = "".join(record.steps[: record.pit])
+            if not chosen or not rejected.strip() or (chosen, rejected) in seen:
+                continue
+            seen.add((chosen, rejected))
+            pairs.append(PreferencePair(
+                question_id=qid, kind="step", prompt=record.prompt, chosen=chosen, rejected=rejected,
+                chosen_source=source, rejected_sample_index=record.sample_index, pit=record.pit,
+                values=[value.value for value in record.values],
+            ))
+    return pairs
