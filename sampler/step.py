@@ -4,8 +4,9 @@ Invariant: `"".join(split_steps(response, spec)) == response`, exactly (whitespa
 prefix of steps is a prefix of the response the policy produced and rollouts continue it verbatim.
 
 `line` (GSM8K, MATH): a step is a line with its newline; blank lines stick to the step before them
-(to the first step at the start). `space` (star graph): a step is one word with the spaces after
-it. Then pieces shorter than `min_chars` (not counting whitespace) are merged into the next step
+(to the first step at the start). `space` (star graph): a step is one word with the spaces before
+it, so a prefix never ends in a space (a tokenizer would read a trailing space as a token of its
+own, and rollouts from it would start off-distribution); trailing spaces join the last step. Then pieces shorter than `min_chars` (not counting whitespace) are merged into the next step
 (the last one into the step before it), and a tail beyond `max_steps` is merged into the last step.
 """
 
@@ -16,7 +17,7 @@ import re
 from negrl_operator.stage_config import StepSplitSpec
 
 _LINE = re.compile(r"[^\n]*\n|[^\n]+$")
-_WORD = re.compile(r"\s*\S+\s*")
+_WORD = re.compile(r"\s*\S+|\s+$")
 
 
 def _raw_pieces(response: str, delimiter: str) -> list[str]:

@@ -21,6 +21,9 @@ class TransformersGenerator:
     def __init__(self, model_dir: str | Path):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # the runner's live view owns the terminal
 
         self.torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -99,12 +102,17 @@ def handler_for(generator: TransformersGenerator, served_name: str):
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # the client keeps up to max_concurrency connections open at once
+    daemon_threads = True
+
+
 class TransformersServer:
     """Serve `model_dir` on a free loopback port until `stop()`; same shape as a LocalServer."""
 
     def __init__(self, model_dir: str | Path, served_name: str = "policy"):
         self.model = served_name
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler_for(TransformersGenerator(model_dir), served_name))
+        self.httpd = _Server(("127.0.0.1", 0), handler_for(TransformersGenerator(model_dir), served_name))
         self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.started_s = 0.0
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

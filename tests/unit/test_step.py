@@ -24,9 +24,10 @@ LINES = StepSplitSpec(min_chars=8, max_steps=12)
      ["12345678\n", "12345678\n12345678\n12345678\n"]),
     ("no newline at all", LINES, ["no newline at all"]),
     ("windows\r\nline endings\r\n", StepSplitSpec(min_chars=0), ["windows\r\n", "line endings\r\n"]),
-    ("0 3 5 9", StepSplitSpec(delimiter="space", min_chars=0), ["0 ", "3 ", "5 ", "9"]),
-    ("  0  3\n5 ", StepSplitSpec(delimiter="space", min_chars=0), ["  0  ", "3\n", "5 "]),
-    ("ab cd efgh", StepSplitSpec(delimiter="space", min_chars=3), ["ab cd ", "efgh"]),
+    ("0 3 5 9", StepSplitSpec(delimiter="space", min_chars=0), ["0", " 3", " 5", " 9"]),
+    (" 0 3 5", StepSplitSpec(delimiter="space", min_chars=0), [" 0", " 3", " 5"]),
+    ("  0  3\n5 ", StepSplitSpec(delimiter="space", min_chars=0), ["  0", "  3", "\n5 "]),
+    ("ab cd efgh", StepSplitSpec(delimiter="space", min_chars=3), ["ab cd", " efgh"]),
 ])
 def test_split_table(response, spec, steps):
     assert split_steps(response, spec) == steps

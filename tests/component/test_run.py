@@ -1,0 +1,99 @@
+"""`negrl run` end to end on a shortened star-graph experiment: with the in-process transformers
+sampler (interrupted, then resumed) and with real vLLM servers."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import yaml
+
+from tests.fixtures.paths import REPO
+
+
+def shortened(tmp_path, backend: str, **overrides) -> str:
+    manifest = yaml.safe_load((REPO / "examples" / "stargraph.yaml").read_text())
+    spec = manifest["spec"]
+    spec["data"]["source"].update(trainSize=48, testSize=8)
+    spec["data"]["syntheticSize"] = 24
+    for stage in ("sft", "rft", "stepDpo", "outcomeDpo"):
+        spec["stages"][stage]["params"].update(epochs=1)
+    spec["stages"]["credit"]["params"].update(rollouts=2, negativesPerQuestion=1)
+    spec["stages"]["sampling"]["params"].update(samplesPerQuestion=2)
+    spec["stages"]["eval"]["params"].update(k=2)
+    spec.update(seeds=[0], sweep={"sftMultipliers": [2]})
+    spec["sampler"]["localBackend"] = backend
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = spec
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    path = tmp_path / f"stargraph-{backend}.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    return str(path)
+
+
+def negrl_run(manifest: str, workdir, **popen):
+    command = [sys.executable, "-m", "negrl_operator.cli", "run", "-f", manifest, "--workdir", str(workdir)]
+    env = {**os.environ, "DS_ACCELERATOR": "cpu"}
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, **popen)
+
+
+def wait_for_stage(workdir, stage: str, process, timeout_s: float = 600) -> None:
+    deadline = time.monotonic() + timeout_s
+    summaries = workdir / "summaries.json"
+    while time.monotonic() < deadline:
+        if summaries.exists() and stage in json.loads(summaries.read_text()):
+            return
+        assert process.poll() is None, process.stdout.read()
+        time.sleep(0.5)
+    raise AssertionError(f"stage {stage} did not finish within {timeout_s}s")
+
+
+def assert_report(workdir, methods: set[str]) -> dict:
+    results = json.loads((workdir / "results.json").read_text())
+    assert {policy["method"] for policy in results["policies"]} == methods
+    assert all(0.0 <= policy["accuracy"] <= 1.0 for policy in results["policies"])
+    assert (workdir / "accuracy_vs_dsyn.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (workdir / "report.md").read_text()
+    assert "| method | accuracy |" in report and "effective data multiplier" in report
+    return results
+
+
+def test_transformers_backend_interrupted_then_resumed(tmp_path):
+    workdir = tmp_path / "run"
+    manifest = shortened(tmp_path, "transformers")
+    first = negrl_run(manifest, workdir)
+    wait_for_stage(workdir, "sample", first)
+    first.send_signal(signal.SIGINT)
+    output = first.communicate(timeout=120)[0]
+    assert first.returncode == 130, output
+    assert "rerun the same command to resume" in output
+    finished = json.loads((workdir / "summaries.json").read_text())
+    kept = {name: (workdir / "artifacts" / name / "manifest.json").stat().st_mtime_ns for name in finished}
+    assert {"prepare", "sft", "sample"} <= set(kept)
+
+    second = negrl_run(manifest, workdir)
+    output = second.communicate(timeout=900)[0]
+    assert second.returncode == 0, output
+    for name, mtime in kept.items():  # finished stages were not redone
+        assert (workdir / "artifacts" / name / "manifest.json").stat().st_mtime_ns == mtime, name
+    summaries = json.loads((workdir / "summaries.json").read_text())
+    assert {"credit", "step-pairs", "step-dpo", "eval-step-dpo", "sft-x2", "eval-sft-x2"} <= set(summaries)
+    results = assert_report(workdir, {"sft", "rft", "outcome-dpo", "step-dpo"})
+    assert {(p["method"], p["multiplier"]) for p in results["policies"]} >= {("sft", 1), ("sft", 2)}
+
+
+def test_vllm_backend_end_to_end(tmp_path):
+    # two policies (sft and step-dpo) keep this to two vLLM start-ups
+    manifest = shortened(tmp_path, "vllm", **{"stages.rft": {"enabled": False},
+                                               "stages.outcomeDpo": {"enabled": False}, "sweep": {}})
+    process = negrl_run(manifest, tmp_path / "run")
+    output = process.communicate(timeout=900)[0]
+    assert process.returncode == 0, output
+    assert_report(tmp_path / "run", {"sft", "step-dpo"})
+    logs = sorted(path.name for path in (tmp_path / "run" / "logs").glob("vllm-*.log"))
+    assert [name.split("-")[1] for name in logs] == ["sft", "step"]
