@@ -113,10 +113,11 @@ def write_plot(summaries: list[MethodSummary], base_size: int | None, path) -> N
     axes.errorbar([s.multiplier * size for s in sft], [s.mean for s in sft], yerr=[s.std for s in sft],
                   marker="o", capsize=3, label="SFT")
     markers = {"rft": "s", "outcome-dpo": "v", "step-dpo": "*", "base": "x"}
-    for summary in summaries:
-        if summary.method != "sft":
-            axes.errorbar([summary.multiplier * size], [summary.mean], yerr=[summary.std], capsize=3, linestyle="none",
-                          marker=markers.get(summary.method, "D"), markersize=9, label=summary.method)
+    others = [s for s in summaries if s.method != "sft"]
+    for index, summary in enumerate(others):
+        nudge = 1.0 + 0.05 * (index - (len(others) - 1) / 2)  # keep markers at the same size apart
+        axes.errorbar([summary.multiplier * size * nudge], [summary.mean], yerr=[summary.std], capsize=3,
+                      linestyle="none", marker=markers.get(summary.method, "D"), markersize=9, label=summary.method)
     axes.set_xscale("log", base=2)
     axes.set_xlabel("|D_syn| (synthetic SFT questions)" if base_size else "|D_syn| multiple")
     axes.set_ylabel("test accuracy (greedy pass@1)")

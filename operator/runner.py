@@ -34,6 +34,7 @@ from negrl_operator.graph import (
 from negrl_operator.run_view import RunView
 from negrl_operator.stage_config import ServerRef
 
+
 class StageFailed(RuntimeError):
     pass
 

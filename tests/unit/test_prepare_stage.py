@@ -18,6 +18,8 @@ def test_stargraph_source_writes_both_splits_and_is_idempotent(tmp_path):
                                         "trainSize": 50, "testSize": 4})
     assert prepare(config) == {"stage": "prepare", "train": 7, "test": 4}
     train, test = lines(tmp_path / "train.jsonl"), lines(tmp_path / "test.jsonl")
+    assert [q["id"] for q in train] == [f"train-{i}" for i in range(7)]
+    assert all(q["answer"] == q["solution"] for q in train)
     assert [q["id"] for q in test] == ["test-0", "test-1", "test-2", "test-3"]
     before = (tmp_path / "train.jsonl").stat().st_mtime_ns
     assert prepare(config)["train"] == 7
