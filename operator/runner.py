@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from negrl_operator.artifact import inputs_hash, stage_done, write_json_atomic
+from negrl_operator.artifact import MANIFEST, inputs_hash, stage_done, write_json_atomic
 from negrl_operator.experiment import NegRLExperiment
 from negrl_operator.graph import (
     StageNode,
@@ -118,10 +119,23 @@ def run_stage(node: StageNode, config, workdir: Path) -> dict:
 
 
 def finished_stages(spec, nodes: list[StageNode], root: str) -> set[str]:
-    """Stages whose manifest matches the inputs they would run with now (the URL is not an input)."""
+    """Stages whose manifest matches the inputs they would run with now (the URL is not an input)
+    and is newer than the manifests of the stages it read: a rerun upstream invalidates it."""
     placeholder = ServerRef(base_url="http://127.0.0.1:1/v1", model="unused")
-    return {node.name for node in nodes
-            if stage_done(Path(root) / node.name, inputs_hash(stage_config(spec, node, root, placeholder)))}
+    done: set[str] = set()
+    for node in nodes:  # dependencies first
+        manifest = Path(root) / node.name / MANIFEST
+        if (stage_done(manifest.parent, inputs_hash(stage_config(spec, node, root, placeholder)))
+                and all(need in done and (Path(root) / need / MANIFEST).stat().st_mtime_ns
+                        <= manifest.stat().st_mtime_ns for need in node.needs)):
+            done.add(node.name)
+    return done
+
+
+def clear_stale(stage_dir: Path) -> None:
+    """A finished stage that must run again starts from nothing; a half-done one (no manifest) resumes."""
+    if (stage_dir / MANIFEST).exists():
+        shutil.rmtree(stage_dir)
 
 
 def run_experiment(experiment: NegRLExperiment, workdir: Path, backend: str, view: RunView) -> dict[str, dict]:
@@ -138,6 +152,7 @@ def run_experiment(experiment: NegRLExperiment, workdir: Path, backend: str, vie
             servers.keep_only(set(policies_to_serve(nodes, done)))
             server = servers.ensure(node.serves, policy_model(spec, node.serves, root)) if node.serves else None
             config = stage_config(spec, node, root, server, experiment=experiment.metadata.name)
+            clear_stale(Path(root) / node.name)
             view.started(node)
             summaries[node.name] = run_stage(node, config, workdir)
             write_json_atomic(summaries_path, summaries)
