@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     for record in records:
                         run.metrics.observe_pit_search(record.pit, record.rollouts)
-                    run.write([record.model_dump(mode="json") for record in records])
+                    await run.write([record.model_dump(mode="json") for record in records])
 
                 await run_all(one(qid) for qid in mine if qid not in run.done)
 

@@ -44,7 +44,7 @@ def wilson_interval(successes: int, trials: int, z: float = Z95) -> tuple[float,
     denominator = 1 + z * z / trials
     centre = (p + z * z / (2 * trials)) / denominator
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    return round(max(0.0, centre - half), 6), round(min(1.0, centre + half), 6)
 
 
 def evaluation_counts(records: list[dict]) -> dict:
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             async with client_for(config, run.metrics) as client:
                 async def one(question: Question) -> None:
                     result = await evaluate_question(config, client, grader, question)
-                    run.write([result.model_dump(mode="json")])
+                    await run.write([result.model_dump(mode="json")])
 
                 await run_all(one(q) for q in questions if q.id not in run.done)
 

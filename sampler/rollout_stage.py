@@ -18,6 +18,7 @@ import os
 import sys
 import traceback
 from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,19 +130,21 @@ async def run_all(coroutines: Iterable[Awaitable[Any]]) -> list[Any]:
 
 @dataclass
 class ShardRun:
-    """What a stage's work function gets: the config, metrics, and `write(question_id, records)`."""
+    """What a stage's work function gets: the config, metrics, and `await write(records)`."""
 
     config: Any
     metrics: RolloutMetrics
     writer: RecordWriter
     done: set[str]
+    disk: ThreadPoolExecutor
     progress: ProgressView | None = None
     written: int = field(default=0)
 
-    def write(self, records: list[dict]) -> None:
-        """Append one question's records as one unit (none: nothing to write, still counted)."""
+    async def write(self, records: list[dict]) -> None:
+        """Append one question's records as one unit (none: nothing to write, still counted). The
+        write and its fsync run on the one disk thread, in order, off the event loop."""
         if records:
-            self.writer.write_many(records)
+            await asyncio.get_running_loop().run_in_executor(self.disk, self.writer.write_many, records)
         self.written += len(records)
         self.metrics.questions.inc()
         if self.progress is not None:
@@ -196,9 +199,9 @@ def execute(config: Any, stage: str, units: dict[str, int], work: Work, summariz
     try:
         metrics.serve(config.metrics_port)
         prune_incomplete(path, units)
-        with RecordWriter(path) as writer:
+        with RecordWriter(path) as writer, ThreadPoolExecutor(1, thread_name_prefix="records") as disk:
             done = {unit_of(record) for record in writer.existing}
-            run = ShardRun(config=config, metrics=metrics, writer=writer, done=done)
+            run = ShardRun(config=config, metrics=metrics, writer=writer, done=done, disk=disk)
             with ProgressView(metrics, total=len(units), done=len(done & set(units)), label=stage) as view:
                 run.progress = view
                 asyncio.run(work(run))

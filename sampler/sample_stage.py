@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             async with client_for(config, run.metrics) as client:
                 async def one(question: Question) -> None:
                     samples = await sample_question(config, client, grader, question)
-                    run.write([sample.model_dump(mode="json") for sample in samples])
+                    await run.write([sample.model_dump(mode="json") for sample in samples])
 
                 await run_all(one(q) for q in questions if q.id not in run.done)
 

@@ -270,6 +270,8 @@ def test_shards_merge_into_the_unsharded_records(space):
     assert manifest["shards"] == 2 and len(manifest["records"]) == 2
     assert records_of(space.root / "sharded") == records_of(space.root / "samples")
     assert manifest["summary"]["samples"] == space.sample_summary["samples"]
+    _, again = space.run("sample", config, "--shard", "0/2")
+    assert again["resumed"] == "shard already complete"
 
 
 def wait_for(predicate, timeout_s=60.0):

@@ -12,16 +12,18 @@ from negrl_sampler.simulated_policy import ScriptedNegative
 T, F = True, False
 
 
-def search(strategy, negative, k=5, estimate="best_of_k", q0=None):
+def search(strategy, negative, k=5, estimate="best_of_k", q0=None, rounds="single"):
     return asyncio.run(search_pit(strategy, negative.num_steps, negative.rollout, k=k, estimate=estimate,
-                                  question_value=q0))
+                                  question_value=q0, rounds=rounds))
 
 
-@pytest.mark.parametrize(("k", "stop", "sizes"), [
-    (5, True, [1, 2, 2]), (5, False, [5]), (1, True, [1]), (8, True, [1, 2, 4, 1]), (7, True, [1, 2, 4]),
+@pytest.mark.parametrize(("k", "stop", "rounds", "sizes"), [
+    (5, True, "single", [1, 1, 1, 1, 1]), (5, False, "single", [5]), (5, True, "doubling", [1, 2, 2]),
+    (5, False, "doubling", [5]), (1, True, "doubling", [1]), (8, True, "doubling", [1, 2, 4, 1]),
+    (7, True, "doubling", [1, 2, 4]),
 ])
-def test_round_sizes(k, stop, sizes):
-    assert round_sizes(k, stop) == sizes
+def test_round_sizes(k, stop, rounds, sizes):
+    assert round_sizes(k, stop, rounds) == sizes
     assert sum(sizes) == k
 
 
@@ -61,19 +63,29 @@ def test_full_scans_every_prefix_with_k_rollouts():
 def test_early_stop_stops_at_first_success_and_first_pit():
     negative = table_negative()
     result = search("early_stop", negative)
-    # prefix 1: round [1] succeeds; prefix 2: [1] fails, [2] has the success; prefix 3: 1+2+2 fail.
-    assert negative.calls == [(1, 0, 1), (2, 0, 1), (2, 1, 2), (3, 0, 1), (3, 1, 2), (3, 3, 2)]
+    # prefix 1: draw 0 succeeds; prefix 2: draws 0, 1 fail, 2 succeeds; prefix 3: all five fail.
+    assert negative.calls == [(1, 0, 1), (2, 0, 1), (2, 1, 1), (2, 2, 1)] + [(3, j, 1) for j in range(5)]
     assert result.pit == 3
     assert result.rollouts == 1 + 3 + 5
     assert result.tokens == 1 * 140 + 3 * 120 + 5 * 90
     assert [(v.step, v.successes, v.rollouts) for v in result.values] == [(1, 1, 1), (2, 1, 3), (3, 0, 5)]
 
 
+def test_doubling_rounds_batch_the_later_draws():
+    negative = table_negative()
+    result = search("early_stop", negative, rounds="doubling")
+    # prefix 2: [1] fails, [2] holds the success; prefix 3: 1 + 2 + 2 fail.
+    assert negative.calls == [(1, 0, 1), (2, 0, 1), (2, 1, 2), (3, 0, 1), (3, 1, 2), (3, 3, 2)]
+    assert (result.pit, result.rollouts) == (3, 1 + 3 + 5)
+    with pytest.raises(ValueError, match="unknown rollout rounds"):
+        search("early_stop", table_negative(), rounds="triple")
+
+
 def test_bisect_halves_between_a_recovering_and_a_failing_prefix():
     negative = table_negative()
     result = search("bisect", negative)
     # lo=0, hi=5 -> prefix 2 recovers (3 rollouts) -> lo=2; prefix 3 fails (5) -> hi=3.
-    assert negative.calls == [(2, 0, 1), (2, 1, 2), (3, 0, 1), (3, 1, 2), (3, 3, 2)]
+    assert negative.calls == [(2, 0, 1), (2, 1, 1), (2, 2, 1)] + [(3, j, 1) for j in range(5)]
     assert result.pit == 3
     assert result.rollouts == 8
     assert result.tokens == 3 * 120 + 5 * 90
