@@ -33,6 +33,9 @@ def vllm_command(model_dir: str, port: int, max_model_len: int, served_name: str
         "--dtype", "float32", "--max-model-len", str(max_model_len),
         "--host", "127.0.0.1", "--port", str(port),
         "--enable-prefix-caching", "--disable-log-stats", "--seed", "0",
+        # the CPU build dies ("CPU Generator does not use offset") when a seeded request's prefill
+        # is split into chunks, which happens as soon as many prompts are in flight
+        "--no-enable-chunked-prefill",
     ]
 
 
