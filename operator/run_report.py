@@ -41,12 +41,15 @@ def write_report(experiment: NegRLExperiment, summaries: dict, workdir: Path, wa
         {"experiment": experiment.metadata.name, "wall_s": round(wall_s, 1), "synthetic_size": size,
          "policies": [r.__dict__ for r in results], "table": rows}, indent=2))
     counts = {name: s for name, s in summaries.items() if name.split("-s")[0] in {"sample", "credit", "step-pairs", "rft-data"}}
+    untrained = sorted(name for name, summary in summaries.items() if summary.get("untrained"))
     report = [
         f"# NegRL run: {experiment.metadata.name}\n",
         f"Wall time: {wall_s / 60:.1f} min. |D_syn| = {size}. Seeds: {experiment.spec.seeds}.\n",
         "Test accuracy (greedy pass@1, mean ± sample std over seeds) and each method's effective data "
         "multiplier: how much more SFT data reaches the same accuracy on SFT's curve (log interpolation).\n",
         markdown_table(rows),
+        *([f"\nUntrained (no training example; the policy is its initial model): {', '.join(untrained)}\n"]
+          if untrained else []),
         f"\n![accuracy vs |D_syn|]({PLOT})\n",
         "\n## Stage summaries\n",
         "```json\n" + json.dumps(counts, indent=2, sort_keys=True) + "\n```\n",

@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from negrl_operator.graph import (
 )
 from negrl_operator.run_view import RunView
 from negrl_operator.stage_config import ServerRef
+from negrl_sampler.local_server import stop_process_group
 
 
 class StageFailed(RuntimeError):
@@ -107,15 +107,13 @@ def run_stage(node: StageNode, config, workdir: Path) -> dict:
         child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
             code = child.wait()
-        except BaseException:
-            os.killpg(child.pid, signal.SIGTERM)
-            child.wait()
+        except BaseException:  # Ctrl-C: stop the stage (its artifacts are written atomically)
+            stop_process_group(child, grace_s=30)
             raise
-    lines = log_path.read_text(errors="replace").splitlines()
     if code != 0:
-        raise StageFailed(f"stage {node.name} failed (exit {code}); log {log_path}:\n" + "\n".join(lines[-25:]))
-    summary_path = workdir / "logs" / f"{node.name}.summary.json"
-    return json.loads(summary_path.read_text()) if summary_path.exists() else {}
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
+        raise StageFailed(f"stage {node.name} failed (exit {code}); log {log_path}:\n{tail}")
+    return stage_summary(workdir, node.name)
 
 
 def finished_stages(spec, nodes: list[StageNode], root: str) -> set[str]:
@@ -142,8 +140,6 @@ def run_experiment(experiment: NegRLExperiment, workdir: Path, backend: str, vie
     """Run every unfinished stage in dependency order; returns each stage's summary."""
     spec, nodes = experiment.spec, stage_graph(experiment.spec)
     root = str(workdir / "artifacts")
-    summaries_path = workdir / "summaries.json"
-    summaries = json.loads(summaries_path.read_text()) if summaries_path.exists() else {}
     done = finished_stages(spec, nodes, root)
     view.begin(nodes, done)
     servers = LocalServers(backend, workdir / "logs", spec.sampler.max_model_len)
@@ -154,13 +150,20 @@ def run_experiment(experiment: NegRLExperiment, workdir: Path, backend: str, vie
             config = stage_config(spec, node, root, server, experiment=experiment.metadata.name)
             clear_stale(Path(root) / node.name)
             view.started(node)
-            summaries[node.name] = run_stage(node, config, workdir)
-            write_json_atomic(summaries_path, summaries)
+            summary = run_stage(node, config, workdir)
             done.add(node.name)
-            view.finished(node, summaries[node.name])
+            view.finished(node, summary)
     finally:
         servers.stop_all()
+    summaries = {node.name: stage_summary(workdir, node.name) for node in nodes}
+    write_json_atomic(workdir / "summaries.json", summaries)
     return summaries
+
+
+def stage_summary(workdir: Path, name: str) -> dict:
+    """The one-line summary a stage's command left (also for stages finished by an earlier run)."""
+    path = workdir / "logs" / f"{name}.summary.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def resolve_backend(requested: str) -> str:

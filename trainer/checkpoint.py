@@ -106,6 +106,19 @@ def full_state_dict(engine, zero_stage: int, rank: int) -> dict | None:
     return engine.module.state_dict() if rank == 0 else None
 
 
+def export_initial_model(model_path: str, output_dir: Path) -> Path:
+    """<output_dir>/model as an unchanged copy of the initial model, atomically (no data to train on)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    final, partial = output_dir / MODEL, output_dir / f".{MODEL}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    AutoModelForCausalLM.from_pretrained(model_path).save_pretrained(partial, safe_serialization=True)
+    AutoTokenizer.from_pretrained(model_path).save_pretrained(partial)
+    shutil.rmtree(final, ignore_errors=True)
+    partial.rename(final)
+    return final
+
+
 def export_model(engine, tokenizer, output_dir: Path, *, zero_stage: int, rank: int) -> Path:
     """Write <output_dir>/model as a complete HF folder (config, safetensors, tokenizer), atomically."""
     import torch.distributed as dist

@@ -173,6 +173,10 @@ class DataSummary:
     response_tokens: int
 
 
+class EmptyDataError(ValueError):
+    """No example to train on (e.g. an RFT stage whose policy never answered correctly)."""
+
+
 def encode_records(records: Iterable[dict], tokenizer, *, stage: str, spec: PromptSpec, max_length: int,
                    max_examples: int | None = None) -> list[Encoded] | list[EncodedPair]:
     """Records -> encoded examples for `stage` (sft/rft: Encoded, dpo: EncodedPair)."""
@@ -185,7 +189,7 @@ def encode_records(records: Iterable[dict], tokenizer, *, stage: str, spec: Prom
         else:
             encoded.append(encode_demonstration(tokenizer, demonstration(record, tokenizer, spec), max_length))
     if not encoded:
-        raise ValueError("the training data holds no examples")
+        raise EmptyDataError("the training data holds no examples")
     return encoded
 
 

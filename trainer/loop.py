@@ -20,8 +20,8 @@ import torch
 from negrl_operator.artifact import MANIFEST, inputs_hash, stage_done, stage_manifest, write_json_atomic
 from negrl_operator.stage_config import TrainStageConfig
 from negrl_trainer.batch import Schedule, collate, packed_units, rank_micro_batches, step_indices
-from negrl_trainer.checkpoint import CHECKPOINTS, export_model, resume, save_checkpoint
-from negrl_trainer.data import DataSummary, encode_records, read_data, summarise
+from negrl_trainer.checkpoint import CHECKPOINTS, export_initial_model, export_model, resume, save_checkpoint
+from negrl_trainer.data import DataSummary, EmptyDataError, encode_records, read_data, summarise
 from negrl_trainer.engine import (
     Distributed,
     deepspeed_config,
@@ -174,7 +174,10 @@ def run_training(config: TrainStageConfig, on_step: list[StepCallback] = ()) -> 
         Path(config.output_dir).mkdir(parents=True, exist_ok=True)
         (Path(config.output_dir) / MANIFEST).unlink(missing_ok=True)
     seed_everything(config.params.seed)
-    run = prepare(config, dist_info)
+    try:
+        run = prepare(config, dist_info)
+    except EmptyDataError:
+        return keep_initial_model(config, inputs, dist_info.rank)
     attach_reference(run)
     model = load_model(config.model_path, bf16=run.bf16,
                        gradient_checkpointing=config.params.gradient_checkpointing)
@@ -190,6 +193,18 @@ def run_training(config: TrainStageConfig, on_step: list[StepCallback] = ()) -> 
     summary = run_summary(run, start, records)
     if dist_info.rank == 0:
         write_json_atomic(run.output_dir / MANIFEST, {"inputs_hash": run.inputs, "model": "model", "summary": summary})
+    return summary
+
+
+def keep_initial_model(config: TrainStageConfig, inputs: str, rank: int) -> dict:
+    """No example to learn from: the stage's policy is its initial model, and the summary says so
+    (the experiment goes on; its report flags the policy as untrained)."""
+    output_dir = Path(config.output_dir)
+    summary = {"stage": config.stage, "examples": 0, "steps": 0, "model": str(output_dir / "model"),
+               "untrained": "no training examples: the policy is the initial model"}
+    if rank == 0:
+        export_initial_model(config.model_path, output_dir)
+        write_json_atomic(output_dir / MANIFEST, {"inputs_hash": inputs, "model": "model", "summary": summary})
     return summary
 
 

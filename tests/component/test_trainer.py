@@ -274,3 +274,20 @@ def test_exported_checkpoint_is_served_by_vllm(tiny_model_dir, deepspeed_cpu, vl
     response.raise_for_status()
     choice = response.json()["choices"][0]
     assert choice["finish_reason"] == "length" and choice["text"]
+
+
+def test_no_training_example_keeps_the_initial_model(tiny_model_dir, deepspeed_cpu, tmp_path):
+    from negrl_trainer.loop import run_training
+
+    config = train_config("rft", tiny_model_dir, tmp_path)
+    empty = tmp_path / "rft.jsonl"
+    empty.write_text("")
+    config = config.model_copy(update={"data": [str(empty)]})
+    summary = run_training(config)
+    assert (summary["examples"], summary["steps"]) == (0, 0)
+    assert summary["untrained"].startswith("no training examples")
+    from safetensors.torch import load_file
+
+    initial, kept = load_file(Path(tiny_model_dir) / "model.safetensors"), exported_weights(config.output_dir)
+    assert initial.keys() == kept.keys() and all(torch.equal(initial[k], kept[k]) for k in initial)
+    assert json.loads((Path(config.output_dir) / "manifest.json").read_text())["summary"] == summary
