@@ -4,7 +4,7 @@ The same manifest, spec model and stage graph as the operator; each stage runs a
 `negrl <stage> --config` command a Job runs, as a child process, with its log under
 `<workdir>/logs/`. Policies are served by a local vLLM server (or, without vLLM, by transformers
 behind the same OpenAI protocol). Finished stages are skipped on a rerun (their manifest matches
-their inputs); Ctrl-C stops the running stage and every server, and leaves only complete artifacts.
+their inputs and is newer than what they read); Ctrl-C stops the running stage and every server, and leaves only complete artifacts.
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ from negrl_operator.graph import (
     stage_config,
     stage_graph,
 )
+from negrl_operator.run_report import write_report
 from negrl_operator.run_view import RunView
 from negrl_operator.stage_config import ServerRef
-from negrl_sampler.local_server import stop_process_group
+from negrl_sampler.local_server import ServerStartError, stop_process_group, vllm_available
 
 
 class StageFailed(RuntimeError):
@@ -169,8 +170,6 @@ def stage_summary(workdir: Path, name: str) -> dict:
 def resolve_backend(requested: str) -> str:
     if requested != "auto":
         return requested
-    from negrl_sampler.local_server import vllm_available
-
     return "vllm" if vllm_available() else "transformers"
 
 
@@ -188,7 +187,7 @@ def main(argv: list[str]) -> int:
         return 2
     workdir = Path(args.workdir or f"runs/{experiment.metadata.name}").resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    backend = resolve_backend(args.backend or getattr(experiment.spec.sampler, "local_backend", "auto"))
+    backend = resolve_backend(args.backend or experiment.spec.sampler.local_backend)
     view = RunView(experiment.metadata.name, backend)
     begin = time.monotonic()
     try:
@@ -197,10 +196,8 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("negrl run: interrupted; finished stages are kept, rerun the same command to resume", file=sys.stderr)
         return 130
-    except StageFailed as error:
+    except (StageFailed, ServerStartError) as error:
         print(f"negrl run: {error}", file=sys.stderr)
         return 1
-    from negrl_operator.run_report import write_report
-
     write_report(experiment, summaries, workdir, time.monotonic() - begin, view.console)
     return 0
