@@ -5,33 +5,20 @@ capacity, kwok finishing Job pods, CRDs with a status subresource, and helm."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.fixtures.cluster import FAKE_NODE_NAMES
+from tests.fixtures.cluster import FAKE_NODE_NAMES, wait_for
 
 CHART = Path(__file__).parent / "trivial-chart"
 IMAGE = "registry.invalid/negrl/none:0"  # never pulled: kwok plays the kubelet
 
 
-def wait_for(what: str, fetch: Callable[[], object], done: Callable[[object], bool], timeout: float = 60.0):
-    """Poll fetch() until done(result); on timeout fail with what was last seen."""
-    deadline = time.monotonic() + timeout
-    while True:
-        seen = fetch()
-        if done(seen):
-            return seen
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout:.0f}s waiting for {what}; last seen:\n{str(seen)[:3000]}"
-            )
-        time.sleep(0.25)
 
 
 @pytest.fixture(scope="module")

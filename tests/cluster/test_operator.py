@@ -16,7 +16,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.fixtures.cluster import free_port
+from tests.fixtures.cluster import free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 RELEASE, SYSTEM = "negrl", "negrl-system"
@@ -33,15 +33,6 @@ GROUP, VERSION, PLURAL = "negrl.io", "v1alpha1", "negrlexperiments"
 ACCURACY = {"sft": 0.31, "rft": 0.35, "outcome-dpo": 0.33, "step-dpo": 0.42}
 
 
-def wait_for(what: str, fetch: Callable[[], object], done: Callable[[object], bool], timeout: float = 90.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        seen = fetch()
-        if done(seen):
-            return seen
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen:\n{str(seen)[:3000]}")
-        time.sleep(0.25)
 
 
 def summary_for(stage: str) -> dict:
