@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -189,6 +190,9 @@ def main(argv: list[str]) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     backend = resolve_backend(args.backend or experiment.spec.sampler.local_backend)
     view = RunView(experiment.metadata.name, backend)
+    # Ctrl-C and `kill` stop the run cleanly, even when started with SIGINT ignored (a background job)
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, signal.default_int_handler)
     begin = time.monotonic()
     try:
         with view:
