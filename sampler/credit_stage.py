@@ -15,15 +15,14 @@ from negrl_operator.artifact import read_records, stage_manifest
 from negrl_operator.stage_config import CreditStageConfig
 from negrl_sampler.client import CompletionClient, CompletionRequest
 from negrl_sampler.credit import RolloutBatch, question_value, search_pit
-from negrl_sampler.grader import Grader
 from negrl_sampler.pairing import by_question, negatives, positives
 from negrl_sampler.record import CreditRecord, Sample
 from negrl_sampler.rollout_stage import (
     AsyncGrader,
     ShardRun,
-    client_for,
     derive_seed,
     execute,
+    for_each_unit,
     in_shard,
     load_config,
     load_questions,
@@ -102,21 +101,16 @@ def main(argv: list[str] | None = None) -> int:
     mine = in_shard(sorted(groups), config.shard_index, config.shard_count)
     cap = config.params.negatives_per_question
 
-    async def work(run: ShardRun) -> None:
-        with Grader() as pool:
-            grader = AsyncGrader(pool, run.metrics)
-            async with client_for(config, run.metrics) as client:
-                async def one(qid: str) -> None:
-                    group = groups[qid]
-                    records = await run_all(
-                        credit_negative(config, client, grader, negative, group, answers[qid])
-                        for negative in negatives(group)[:cap]
-                    )
-                    for record in records:
-                        run.metrics.observe_pit_search(record.pit, record.rollouts)
-                    await run.write([record.model_dump(mode="json") for record in records])
+    async def handle(client: CompletionClient, grader: AsyncGrader, qid: str) -> list[dict]:
+        group = groups[qid]
+        records = await run_all(credit_negative(config, client, grader, negative, group, answers[qid])
+                                for negative in negatives(group)[:cap])
+        for record in records:
+            grader.metrics.observe_pit_search(record.pit, record.rollouts)
+        return [record.model_dump(mode="json") for record in records]
 
-                await run_all(one(qid) for qid in mine if qid not in run.done)
+    async def work(run: ShardRun) -> None:
+        await for_each_unit(run, mine, lambda qid: qid, handle)
 
     units = {qid: len(negatives(groups[qid])[:cap]) for qid in mine}
     return execute(config, "credit", units, work, credit_summary)

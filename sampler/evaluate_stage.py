@@ -18,19 +18,17 @@ from pathlib import Path
 from negrl_operator.artifact import stage_manifest, write_json_atomic
 from negrl_operator.stage_config import EvaluateStageConfig
 from negrl_sampler.client import CompletionClient, CompletionRequest
-from negrl_sampler.grader import Grader
 from negrl_sampler.record import EvalResult, Question
 from negrl_sampler.rollout_stage import (
     AsyncGrader,
     ShardRun,
-    client_for,
     derive_seed,
     execute,
+    for_each_unit,
     in_shard,
     load_config,
     load_questions,
     render_prompt,
-    run_all,
 )
 
 Z95 = 1.959963984540054
@@ -105,15 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     questions = in_shard(load_questions(config.questions, config.max_questions),
                          config.shard_index, config.shard_count)
 
-    async def work(run: ShardRun) -> None:
-        with Grader() as pool:
-            grader = AsyncGrader(pool, run.metrics)
-            async with client_for(config, run.metrics) as client:
-                async def one(question: Question) -> None:
-                    result = await evaluate_question(config, client, grader, question)
-                    await run.write([result.model_dump(mode="json")])
+    async def handle(client: CompletionClient, grader: AsyncGrader, question: Question) -> list[dict]:
+        return [(await evaluate_question(config, client, grader, question)).model_dump(mode="json")]
 
-                await run_all(one(q) for q in questions if q.id not in run.done)
+    async def work(run: ShardRun) -> None:
+        await for_each_unit(run, questions, lambda question: question.id, handle)
 
     def summarize(records: list[dict]) -> dict:
         counts = evaluation_counts(records)

@@ -128,6 +128,19 @@ async def run_all(coroutines: Iterable[Awaitable[Any]]) -> list[Any]:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def for_each_unit(run: ShardRun, items: Iterable[Any], unit: Callable[[Any], str],
+                        handle: Callable[[CompletionClient, AsyncGrader, Any], Awaitable[list[dict]]]) -> None:
+    """One grader pool and one client for the shard; every item whose unit is not done yet is
+    handled concurrently and its records are written together."""
+    with Grader() as pool:
+        grader = AsyncGrader(pool, run.metrics)
+        async with client_for(run.config, run.metrics) as client:
+            async def one(item: Any) -> None:
+                await run.write(await handle(client, grader, item))
+
+            await run_all(one(item) for item in items if unit(item) not in run.done)
+
+
 @dataclass
 class ShardRun:
     """What a stage's work function gets: the config, metrics, and `await write(records)`."""

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 from negrl_operator.stage_config import SampleStageConfig
 from negrl_sampler.client import CompletionClient, CompletionRequest
-from negrl_sampler.grader import Grader
 from negrl_sampler.record import Question, Sample
 from negrl_sampler.rollout_stage import (
     AsyncGrader,
     ShardRun,
-    client_for,
     derive_seed,
     execute,
+    for_each_unit,
     in_shard,
     load_config,
     load_questions,
     render_prompt,
-    run_all,
 )
 
 
@@ -65,15 +63,11 @@ def main(argv: list[str] | None = None) -> int:
                          config.shard_index, config.shard_count)
     per_question = config.params.samples_per_question
 
-    async def work(run: ShardRun) -> None:
-        with Grader() as pool:
-            grader = AsyncGrader(pool, run.metrics)
-            async with client_for(config, run.metrics) as client:
-                async def one(question: Question) -> None:
-                    samples = await sample_question(config, client, grader, question)
-                    await run.write([sample.model_dump(mode="json") for sample in samples])
+    async def handle(client: CompletionClient, grader: AsyncGrader, question: Question) -> list[dict]:
+        return [sample.model_dump(mode="json") for sample in await sample_question(config, client, grader, question)]
 
-                await run_all(one(q) for q in questions if q.id not in run.done)
+    async def work(run: ShardRun) -> None:
+        await for_each_unit(run, questions, lambda question: question.id, handle)
 
     units = {question.id: per_question for question in questions}
     return execute(config, "sample", units, work, lambda records: sample_summary(records, config.questions))
