@@ -12,7 +12,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -57,7 +57,6 @@ class LocalServer:
     process: subprocess.Popen
     log_path: Path
     started_s: float = 0.0
-    extra: dict = field(default_factory=dict)
 
     def log_tail(self, lines: int = 40) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 EDGE_SEPARATOR = "|"
 QUERY_SEPARATOR = "/"
 PROMPT_TEMPLATE = "{question} ="
-PUNCTUATION = (EDGE_SEPARATOR, QUERY_SEPARATOR, "=")
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,3 @@ def star_graph_questions(count: int, degree: int, path_length: int, nodes: int, 
         path = render_path(graph.path)
         yield {"id": f"{prefix}-{index}", "question": render_question(graph), "answer": path, "solution": path}
 
-
-def vocabulary(nodes: int) -> list[str]:
-    """Every word a star-graph prompt or answer can contain (for the word-level tokenizer)."""
-    return [str(node) for node in range(nodes)] + list(PUNCTUATION)
