@@ -29,8 +29,8 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
-from negrl_sampler.answer import reference_answer
-from negrl_sampler.grader import Grader
+from negrl_sampler.grading.answer import reference_answer
+from negrl_sampler.grading.grader import Grader
 
 ROOT = Path(__file__).resolve().parents[1]
 GSM8K_TEST = Path("/work/shared/datasets/gsm8k/test.jsonl")

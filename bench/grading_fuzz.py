@@ -20,7 +20,7 @@ from collections import Counter
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from negrl_sampler.grader import Grade, Grader
+from negrl_sampler.grading.grader import Grade, Grader
 
 DEADLINE_S = 2.0
 SLACK_S = 3.0

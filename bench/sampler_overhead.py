@@ -30,19 +30,19 @@ from pathlib import Path
 
 import httpx
 
-from negrl_operator.stage_config import SampleStageConfig
-from negrl_sampler.client import CompletionClient
+from negrl_operator.api.stage_config import SampleStageConfig
 from negrl_sampler.dataset import read_source, write_questions
-from negrl_sampler.rollout_stage import load_questions
-from negrl_sampler.sample_stage import main as sample_main
-from negrl_sampler.sample_stage import sample_request
+from negrl_sampler.serving.client import CompletionClient
+from negrl_sampler.stages.rollout import load_questions
+from negrl_sampler.stages.sample import main as sample_main
+from negrl_sampler.stages.sample import sample_request
 
 REPO = Path(__file__).resolve().parents[1]
 GSM8K_TEST = REPO.parent / "shared" / "datasets" / "gsm8k" / "test.jsonl"
 
 
 def start_tiny_server(workdir: Path):
-    from negrl_sampler import local_server
+    from negrl_sampler.serving import local_server
     from negrl_trainer.scratch_model import build_scratch_model
 
     texts = []

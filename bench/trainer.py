@@ -113,7 +113,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> str:
 def run_negrl(stage: str, paths: dict, args) -> dict:
     import shutil
 
-    from negrl_operator.stage_config import TrainStageConfig
+    from negrl_operator.api.stage_config import TrainStageConfig
     from negrl_trainer.loop import TRAIN_LOG, run_training
 
     output = CACHE / f"negrl-{stage}-out"

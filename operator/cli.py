@@ -10,15 +10,15 @@ import sys
 
 # subcommand -> (module that owns it, one-line help). Each module exposes main(argv) -> int.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("negrl_operator.runner", "run an experiment manifest on this machine"),
-    "operator": ("negrl_operator.shell", "run the Kubernetes operator"),
-    "crd": ("negrl_operator.crd", "print the NegRLExperiment CustomResourceDefinition"),
-    "prepare": ("negrl_sampler.prepare_stage", "stage: write the train and test questions files"),
-    "grade": ("negrl_sampler.grade_command", "grade JSONL responses against references"),
-    "sample": ("negrl_sampler.sample_stage", "stage: sample M responses per question and grade them"),
-    "credit": ("negrl_sampler.credit_stage", "stage: Monte-Carlo per-step credit and first pits"),
-    "pairs": ("negrl_sampler.pair_stage", "stage: RFT set, per-step and outcome DPO pairs"),
-    "evaluate": ("negrl_sampler.evaluate_stage", "stage: greedy pass@1 and sampled pass@k"),
+    "run": ("negrl_operator.local.runner", "run an experiment manifest on this machine"),
+    "operator": ("negrl_operator.controller.shell", "run the Kubernetes operator"),
+    "crd": ("negrl_operator.api.crd", "print the NegRLExperiment CustomResourceDefinition"),
+    "prepare": ("negrl_sampler.stages.prepare", "stage: write the train and test questions files"),
+    "grade": ("negrl_sampler.grading.command", "grade JSONL responses against references"),
+    "sample": ("negrl_sampler.stages.sample", "stage: sample M responses per question and grade them"),
+    "credit": ("negrl_sampler.stages.credit", "stage: Monte-Carlo per-step credit and first pits"),
+    "pairs": ("negrl_sampler.stages.pairs", "stage: RFT set, per-step and outcome DPO pairs"),
+    "evaluate": ("negrl_sampler.stages.evaluate", "stage: greedy pass@1 and sampled pass@k"),
     "train": ("negrl_trainer.train_command", "stage: SFT, RFT or DPO training on DeepSpeed"),
 }
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from negrl_sampler.grader import Grade
+from negrl_sampler.grading.grader import Grade
 
 
 class Record(BaseModel):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from negrl_operator.stage_config import StepSplitSpec
+from negrl_operator.api.stage_config import StepSplitSpec
 
 _LINE = re.compile(r"[^\n]*\n|[^\n]+$")
 _WORD = re.compile(r"\s*\S+|\s+$")

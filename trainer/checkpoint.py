@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from negrl_operator.artifact import read_json, write_json_atomic
+from negrl_operator.api.artifact import read_json, write_json_atomic
 
 CHECKPOINTS = "checkpoints"
 COMPLETE = "complete.json"

@@ -15,8 +15,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from negrl_operator.artifact import read_jsonl, read_records
-from negrl_operator.stage_config import PromptSpec
+from negrl_operator.api.artifact import read_jsonl, read_records
+from negrl_operator.api.stage_config import PromptSpec
 from negrl_trainer.loss import IGNORE
 
 

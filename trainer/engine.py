@@ -12,7 +12,7 @@ import os
 import socket
 from dataclasses import dataclass
 
-from negrl_operator.stage_config import TrainParams
+from negrl_operator.api.stage_config import TrainParams
 
 
 def use_bf16(precision: str, on_gpu: bool) -> bool:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from negrl_operator.artifact import MANIFEST, inputs_hash, stage_done, stage_manifest, write_json_atomic
-from negrl_operator.stage_config import TrainStageConfig
+from negrl_operator.api.artifact import MANIFEST, inputs_hash, stage_done, stage_manifest, write_json_atomic
+from negrl_operator.api.stage_config import TrainStageConfig
 from negrl_trainer.batch import Schedule, collate, packed_units, rank_micro_batches, step_indices
 from negrl_trainer.checkpoint import CHECKPOINTS, export_initial_model, export_model, resume, save_checkpoint
 from negrl_trainer.data import DataSummary, EmptyDataError, encode_records, read_data, summarise

@@ -13,8 +13,8 @@ import os
 import sys
 import traceback
 
-from negrl_operator.stage_config import STAGE_CONFIG_PATH, TrainStageConfig, load_stage_config
-from negrl_operator.termination import report_summary
+from negrl_operator.api.stage_config import STAGE_CONFIG_PATH, TrainStageConfig, load_stage_config
+from negrl_operator.api.termination import report_summary
 
 # record key -> (metric name, help)
 GAUGES: dict[str, tuple[str, str]] = {

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from negrl_operator.stage_config import StepSplitSpec
-from negrl_sampler.credit_stage import references
+from negrl_operator.api.stage_config import StepSplitSpec
 from negrl_sampler.dataset import read_source, write_questions
 from negrl_sampler.record import CreditRecord, EvalResult, PreferencePair, Sample
+from negrl_sampler.stages.credit import references
 from negrl_sampler.step import split_steps
 from tests.fixtures.paths import GSM8K_DIR
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import torch
 
-from negrl_operator.stage_config import TrainStageConfig
+from negrl_operator.api.stage_config import TrainStageConfig
 from tests.fixtures.deepspeed_cpu import free_port
 from tests.fixtures.paths import GSM8K_DIR, REPO
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from negrl_sampler.answer import extract, guess_task, reference_answer
+from negrl_sampler.grading.answer import extract, guess_task, reference_answer
 
 GSM8K = {
     "hashes": ("She pays 3 + 4 = 7.\n#### 7", "7"),

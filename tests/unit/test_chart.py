@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from negrl_operator.operator_metrics import OperatorMetrics
+from negrl_operator.controller.metrics import OperatorMetrics
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "negrl"
@@ -163,7 +163,7 @@ def dashboard_expressions() -> list[str]:
 
 def exported_by_code() -> str:
     """Source that registers metrics: ours (sampler/, trainer/, operator/) and the installed vLLM."""
-    texts = [p.read_text() for folder in ("sampler", "trainer", "operator") for p in (REPO / folder).glob("*.py")]
+    texts = [p.read_text() for folder in ("sampler", "trainer", "operator") for p in (REPO / folder).rglob("*.py")]
     vllm = Path(importlib.util.find_spec("vllm").origin).parent
     texts += [p.read_text() for p in (vllm / "v1" / "metrics").glob("*.py")]
     return "\n".join(texts)

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from negrl_sampler.client import (
+from negrl_sampler.serving.client import (
     CompletionClient,
     CompletionError,
     CompletionRequest,

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from negrl_operator.stage_config import PromptSpec
+from negrl_operator.api.stage_config import PromptSpec
 from negrl_trainer.batch import (
     Schedule,
     collate,

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from negrl_operator.cli import SUBCOMMANDS
-from negrl_operator.graph import NodeKind
+from negrl_operator.reconcile.graph import NodeKind
 from tests.fixtures.paths import REPO
 
 

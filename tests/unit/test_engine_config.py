@@ -6,7 +6,7 @@ import pickle
 import pytest
 import torch
 
-from negrl_operator.stage_config import TrainParams
+from negrl_operator.api.stage_config import TrainParams
 from negrl_trainer.engine import (
     ScheduleFactor,
     deepspeed_config,

@@ -5,9 +5,9 @@ in this process (the comparison itself; the pool is tested in test_grader.py).""
 
 import pytest
 
-from negrl_sampler.equivalence import Undecided, decide, normalise
-from negrl_sampler.number import Blocked, parse_number
-from negrl_sampler.symbolic import judge
+from negrl_sampler.grading.equivalence import Undecided, decide, normalise
+from negrl_sampler.grading.number import Blocked, parse_number
+from negrl_sampler.grading.symbolic import judge
 
 PURE = {
     # exact and normalised strings

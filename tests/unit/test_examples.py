@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from negrl_operator.experiment import NegRLExperiment
-from negrl_operator.graph import stage_graph
+from negrl_operator.api.experiment import NegRLExperiment
+from negrl_operator.reconcile.graph import stage_graph
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
 

@@ -8,8 +8,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from negrl_operator import crd as crd_module
-from negrl_operator.experiment import (
+from negrl_operator.api import crd as crd_module
+from negrl_operator.api.experiment import (
     EXTERNAL_RULES,
     ROOT_RULES,
     Checked,
@@ -17,7 +17,7 @@ from negrl_operator.experiment import (
     NegRLExperiment,
     StagesSpec,
 )
-from negrl_operator.stage_config import TrainParams
+from negrl_operator.api.stage_config import TrainParams
 
 MINIMAL = {
     "model": {"name": "Qwen/Qwen2.5-Math-1.5B"},

@@ -15,8 +15,8 @@ import time
 import pydantic
 import pytest
 
-from negrl_sampler import grade_command
-from negrl_sampler.grader import Grade, Grader, grade
+from negrl_sampler.grading import command as grade_command
+from negrl_sampler.grading.grader import Grade, Grader, grade
 
 DEADLINE = 1.0
 SLACK = 4.0  # replacing a killed worker and first start of the forkserver
@@ -106,7 +106,7 @@ def test_workers_run_under_an_address_space_cap(grader):
 
 
 def test_memory_error_in_symbolic_work_is_blocked(monkeypatch):
-    import negrl_sampler.symbolic as symbolic
+    import negrl_sampler.grading.symbolic as symbolic
 
     def exhausted(*args, **kwargs):
         raise MemoryError
@@ -243,7 +243,7 @@ def test_cli_reads_stdin_through_the_negrl_command():
 def test_hot_path_touches_neither_sympy_nor_a_subprocess():
     code = (
         "import sys\n"
-        "from negrl_sampler.grader import grade\n"
+        "from negrl_sampler.grading.grader import grade\n"
         "assert grade('#### 1,234', 'x\\n#### 1234').correct\n"
         "assert grade('The answer is $0.5$.', '\\\\frac{1}{2}', 'math').correct\n"
         "assert grade('Path: 3 -> 17', '3 17', 'sequence').correct\n"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from negrl_sampler.grader import Grader
+from negrl_sampler.grading.grader import Grader
 
 CASES_PATH = Path(__file__).resolve().parents[1] / "data" / "grading_cases.jsonl"
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from negrl_operator.experiment import ExperimentSpec
-from negrl_operator.graph import (
+from negrl_operator.api.experiment import ExperimentSpec
+from negrl_operator.api.stage_config import ServerRef, parse_stage_config
+from negrl_operator.reconcile.graph import (
     BASE_POLICY,
     policies_to_serve,
     policy_model,
@@ -14,7 +15,6 @@ from negrl_operator.graph import (
     stage_graph,
     storage_root,
 )
-from negrl_operator.stage_config import ServerRef, parse_stage_config
 from tests.unit.test_experiment import spec_with
 
 SERVER = ServerRef(base_url="http://sampler:8000/v1", model="policy")

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from negrl_operator.experiment import ExperimentSpec
-from negrl_operator.graph import stage_config, stage_graph, storage_root
-from negrl_operator.manifest import (
+from negrl_operator.api.experiment import ExperimentSpec
+from negrl_operator.api.stage_config import parse_stage_config
+from negrl_operator.reconcile.graph import stage_config, stage_graph, storage_root
+from negrl_operator.reconcile.manifest import (
     MAX_NAME,
     Owner,
     child_name,
@@ -23,9 +24,8 @@ from negrl_operator.manifest import (
     stage_children,
     with_hash,
 )
-from negrl_operator.observation import HASH_ANNOTATION
-from negrl_operator.serving import sampler_deployment, sampler_service, server_ref
-from negrl_operator.stage_config import parse_stage_config
+from negrl_operator.reconcile.observation import HASH_ANNOTATION
+from negrl_operator.reconcile.serving import sampler_deployment, sampler_service, server_ref
 from tests.unit.test_experiment import spec_with
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from negrl_sampler.grader import Grade
+from negrl_sampler.grading.grader import Grade
 from negrl_sampler.pairing import outcome_pairs, positives, rft_set, step_pairs
 from negrl_sampler.record import CreditRecord, Question, Sample, StepValue
 

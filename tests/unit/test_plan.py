@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from negrl_operator.experiment import ExperimentSpec
-from negrl_operator.manifest import Owner
-from negrl_operator.observation import Observed, PodReport, child_state, deployment_state, job_state
-from negrl_operator.plan import SUMMARY_GRACE_S, Plan, plan
-from negrl_operator.status import ExperimentStatus, rfc3339
+from negrl_operator.api.experiment import ExperimentSpec
+from negrl_operator.api.status import ExperimentStatus, rfc3339
+from negrl_operator.reconcile.manifest import Owner
+from negrl_operator.reconcile.observation import Observed, PodReport, child_state, deployment_state, job_state
+from negrl_operator.reconcile.plan import SUMMARY_GRACE_S, Plan, plan
 from tests.unit.test_experiment import spec_with
 
 OWNER = Owner("exp", "team", "uid-1")
@@ -417,7 +417,7 @@ def test_every_graph_walks_to_succeeded(seeds):
 # ---- observation parsing (what the shell's indices hold) --------------------------------------
 
 def test_job_and_pod_bodies_parse_into_observations():
-    from negrl_operator.observation import parse_summary, pod_report
+    from negrl_operator.reconcile.observation import parse_summary, pod_report
 
     job = job_state({
         "metadata": {"name": "exp-data-prepare", "uid": "j1", "labels": {"negrl.io/stage": "prepare"},
@@ -444,7 +444,7 @@ def test_job_and_pod_bodies_parse_into_observations():
 def test_status_is_exported_as_metrics_and_forgotten_on_delete():
     from prometheus_client import generate_latest
 
-    from negrl_operator.operator_metrics import Heartbeat, OperatorMetrics
+    from negrl_operator.controller.metrics import Heartbeat, OperatorMetrics
 
     run = Run()
     run.cluster.evaluations = {"step-dpo": 0.41}

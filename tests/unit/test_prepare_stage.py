@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from negrl_operator.artifact import stage_manifest
-from negrl_operator.stage_config import PrepareStageConfig
-from negrl_sampler.prepare_stage import prepare
+from negrl_operator.api.artifact import stage_manifest
+from negrl_operator.api.stage_config import PrepareStageConfig
+from negrl_sampler.stages.prepare import prepare
 from tests.fixtures.paths import GSM8K_DIR
 
 

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from negrl_operator.report import (
+from negrl_operator.report.estimate import (
     MethodSummary,
     PolicyResult,
     effective_multiplier,

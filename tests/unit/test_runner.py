@@ -3,10 +3,10 @@ import os
 import pytest
 import yaml
 
-from negrl_operator.artifact import MANIFEST, inputs_hash, write_json_atomic
-from negrl_operator.graph import StageNode, stage_config, stage_graph
-from negrl_operator.runner import clear_stale, finished_stages, load_experiment, next_stage
-from negrl_operator.stage_config import ServerRef
+from negrl_operator.api.artifact import MANIFEST, inputs_hash, write_json_atomic
+from negrl_operator.api.stage_config import ServerRef
+from negrl_operator.local.runner import clear_stale, finished_stages, load_experiment, next_stage
+from negrl_operator.reconcile.graph import StageNode, stage_config, stage_graph
 from tests.fixtures.paths import REPO
 
 SAMPLE = StageNode("sample", "sample", "sample", serves="sft")

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from negrl_operator.stage_config import StepSplitSpec
+from negrl_operator.api.stage_config import StepSplitSpec
 from negrl_sampler.step import split_steps, step_prefix
 
 LINES = StepSplitSpec(min_chars=8, max_steps=12)

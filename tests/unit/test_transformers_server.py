@@ -1,6 +1,6 @@
 import pytest
 
-from negrl_sampler.transformers_server import cut_at_stop, take_batch
+from negrl_sampler.serving.transformers_server import cut_at_stop, take_batch
 
 
 @pytest.mark.parametrize("text,stop,expected", [

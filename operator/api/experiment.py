@@ -1,0 +1,349 @@
+"""The NegRLExperiment API (negrl.io/v1alpha1): one pydantic tree, from which the CRD is generated.
+
+Hyperparameter blocks come unchanged from `stage_config` (their defaults live there only). Rules that
+span several fields are `CrossFieldRule`s: each is checked here in Python and emitted as a CEL rule
+(`x-kubernetes-validations`) in the CRD, so the API server rejects what `negrl run` would reject.
+
+Spec changes to a running experiment: each stage reads the spec when it starts. A change reaches
+the stages that have not started yet and the sampler Deployments (updated in place); running and
+finished stages are never redone. A finished experiment (Succeeded or Failed) ignores spec changes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from negrl_operator.api.stage_config import (
+    CreditParams,
+    DataSourceSpec,
+    EvalParams,
+    PairParams,
+    PromptSpec,
+    SamplingParams,
+    ScratchModelSpec,
+    Strict,
+    Task,
+    TrainParams,
+)
+
+GROUP, VERSION, KIND, PLURAL = "negrl.io", "v1alpha1", "NegRLExperiment", "negrlexperiments"
+API_VERSION = f"{GROUP}/{VERSION}"
+Quantity = int | str  # a Kubernetes quantity: 4, "500m", "32Gi"
+
+
+@dataclass(frozen=True)
+class CrossFieldRule:
+    """`cel` is evaluated by the API server on the object at `field_path`'s parent; `check` (None: the
+    model enforces it itself) is the same rule in Python."""
+
+    cel: str
+    message: str
+    field_path: str
+    check: Callable[[BaseModel], bool] | None = None
+
+
+class Checked(Strict):
+    """A spec object with cross-field rules: `rules` are checked on validation and emitted as CEL."""
+
+    rules: ClassVar[tuple[CrossFieldRule, ...]] = ()
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self):
+        for rule in self.rules:
+            if rule.check is not None and not rule.check(self):
+                raise ValueError(f"{rule.field_path.lstrip('.')}: {rule.message}")
+        return self
+
+
+# Rules for models defined in stage_config (they validate themselves; the CRD needs the CEL form).
+EXTERNAL_RULES: dict[type[BaseModel], tuple[CrossFieldRule, ...]] = {
+    DataSourceSpec: (
+        CrossFieldRule(
+            "self.kind == 'stargraph' || (has(self.trainPath) && has(self.testPath))",
+            "source kinds gsm8k-jsonl and questions-jsonl need trainPath and testPath", ".trainPath",
+        ),
+    ),
+}
+
+
+# Descriptions for stage_config fields that have none there (the CRD documents every field).
+PARAM_DOCS: dict[tuple[type[BaseModel], str], str] = {
+    (TrainParams, "learning_rate"): "Peak learning rate.",
+    (TrainParams, "epochs"): "Passes over the training data (fractions allowed).",
+    (TrainParams, "gradient_accumulation"): "Micro-steps per optimizer step.",
+    (TrainParams, "warmup_ratio"): "Fraction of the steps spent warming the learning rate up.",
+    (TrainParams, "schedule"): "Learning-rate schedule after warm-up: cosine, linear or constant.",
+    (TrainParams, "weight_decay"): "AdamW weight decay.",
+    (TrainParams, "max_grad_norm"): "Gradient clipping norm.",
+    (TrainParams, "zero_stage"): "DeepSpeed ZeRO stage (0-3).",
+    (TrainParams, "gradient_checkpointing"): "Recompute activations to save memory.",
+    (TrainParams, "seed"): "Training seed (data order, dropout).",
+    (SamplingParams, "temperature"): "Sampling temperature.",
+    (SamplingParams, "top_p"): "Nucleus sampling mass.",
+    (CreditParams, "temperature"): "Temperature of the rollouts.",
+    (CreditParams, "top_p"): "Nucleus sampling mass of the rollouts.",
+    (CreditParams, "stop"): "Stop strings of the rollouts.",
+    (CreditParams, "seed"): "Base seed of the rollouts.",
+    (CreditParams, "steps"): "How a response is split into steps.",
+    (EvalParams, "max_tokens"): "Max new tokens per answer.",
+    (EvalParams, "stop"): "Stop strings.",
+    (EvalParams, "seed"): "Base seed of the pass@k samples.",
+    (PairParams, "seed"): "Seed of the choice among candidates.",
+}
+
+
+class SecretKeyRef(Strict):
+    name: str = Field(min_length=1, max_length=253, description="Secret in the experiment's namespace.")
+    key: str = Field("token", min_length=1, max_length=253, description="Key of the Secret holding the value.")
+
+
+class ModelSpec(Strict):
+    name: str = Field(
+        min_length=1, max_length=1024,
+        description="Base model: a Hugging Face id (e.g. Qwen/Qwen2.5-Math-1.5B) or a path on the storage volume.",
+    )
+    revision: str | None = Field(None, max_length=256, description="Hugging Face revision (branch, tag or commit).")
+    token_secret: SecretKeyRef | None = Field(
+        None, description="Secret with a Hugging Face token, passed as HF_TOKEN to every pod that loads the model."
+    )
+    scratch: ScratchModelSpec | None = Field(
+        None, description="Initialise a tiny model from scratch (built by the prepare stage) instead of loading "
+        "`name`, which then only labels it. For CPU examples such as the star graph.",
+    )
+
+
+class DataSpec(Strict):
+    task: Task = Field(description="Answer format and grader: gsm8k (final number), math (boxed), sequence (star graph).")
+    source: DataSourceSpec = Field(description="Train and test questions.")
+    synthetic_size: int | None = Field(
+        None, ge=1, le=10000000,
+        description="|D_syn|: training questions (with their synthetic solutions) used for SFT and sampling; "
+        "unset: all of them.",
+    )
+    prompt: PromptSpec = Field(default_factory=PromptSpec, description="Prompt shared by every stage.")
+
+
+class TrainStageSpec(Strict):
+    enabled: bool = Field(True, description="Run this stage (disabled stages and what only they feed are left out).")
+    params: TrainParams = Field(default_factory=TrainParams, description="Training hyperparameters.")
+
+
+class RftStageSpec(TrainStageSpec):
+    init: Literal["base", "sft"] = Field("sft", description="Start RFT from the base model or continue the SFT policy.")
+
+
+class SamplingStageSpec(Strict):
+    enabled: bool = Field(True, description="Sample the SFT policy (needed by RFT, credit and both DPO stages).")
+    params: SamplingParams = Field(default_factory=SamplingParams, description="Sampling hyperparameters.")
+
+
+class CreditStageSpec(Strict):
+    enabled: bool = Field(True, description="Monte-Carlo per-step credit on the negatives (finds the first pits).")
+    params: CreditParams = Field(default_factory=CreditParams, description="Credit-assignment hyperparameters.")
+
+
+class EvalStageSpec(Strict):
+    enabled: bool = Field(True, description="Evaluate every produced policy on the test split.")
+    max_questions: int | None = Field(None, ge=1, description="Use only the first N test questions.")
+    params: EvalParams = Field(default_factory=EvalParams, description="Evaluation hyperparameters.")
+
+
+def _needs_sampling(stages: StagesSpec) -> bool:
+    return stages.sampling.enabled or not (
+        stages.rft.enabled or stages.credit.enabled or stages.step_dpo.enabled or stages.outcome_dpo.enabled
+    )
+
+
+class StagesSpec(Checked):
+    sft: TrainStageSpec = Field(
+        default_factory=TrainStageSpec,
+        description="SFT on D_syn. Disabled: the base model is used as the SFT policy.",
+    )
+    sampling: SamplingStageSpec = Field(default_factory=SamplingStageSpec, description="Sample the SFT policy and grade.")
+    rft: RftStageSpec = Field(default_factory=RftStageSpec, description="RFT on self-generated positives.")
+    credit: CreditStageSpec = Field(default_factory=CreditStageSpec, description="Per-step credit on negatives.")
+    step_dpo: TrainStageSpec = Field(default_factory=TrainStageSpec, description="Per-step DPO (reference: SFT).")
+    outcome_dpo: TrainStageSpec = Field(
+        default_factory=TrainStageSpec, description="Baseline: outcome-level DPO (reference: SFT)."
+    )
+    eval: EvalStageSpec = Field(default_factory=EvalStageSpec, description="Evaluation of every policy.")
+    pairs: PairParams = Field(default_factory=PairParams, description="How RFT data and DPO pairs are built.")
+
+    rules: ClassVar[tuple[CrossFieldRule, ...]] = (
+        CrossFieldRule(
+            "!self.stepDpo.enabled || self.credit.enabled", "stepDpo needs credit.enabled (pairs come from pits)",
+            ".stepDpo.enabled", lambda s: not s.step_dpo.enabled or s.credit.enabled,
+        ),
+        CrossFieldRule(
+            "self.sampling.enabled || !(self.rft.enabled || self.credit.enabled || self.stepDpo.enabled "
+            "|| self.outcomeDpo.enabled)",
+            "rft, credit, stepDpo and outcomeDpo need sampling.enabled", ".sampling.enabled", _needs_sampling,
+        ),
+    )
+
+
+class ResourceSpec(Strict):
+    requests: dict[str, Quantity] = Field(default_factory=dict, description="e.g. {cpu: 8, memory: 64Gi}.")
+    limits: dict[str, Quantity] = Field(
+        default_factory=dict, description="Limits; GPUs (nvidia.com/gpu) are set by the operator."
+    )
+
+
+class SamplerSpec(Strict):
+    image: str = Field("vllm/vllm-openai:v0.32.0", min_length=1, description="vLLM OpenAI server image (run as is).")
+    replicas: int = Field(1, ge=1, le=64, description="vLLM replicas per served policy.")
+    tensor_parallel: int = Field(1, ge=1, le=16, description="--tensor-parallel-size; also the GPUs per replica.")
+    max_model_len: int = Field(2048, ge=64, le=1048576, description="--max-model-len.")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="--gpu-memory-utilization.")
+    extra_args: list[str] = Field(default_factory=list, description="More `vllm serve` arguments, appended as given.")
+    shm_size: str = Field("8Gi", description="Size of the in-memory /dev/shm volume.")
+    startup_timeout_s: int = Field(1800, ge=60, le=86400, description="Time allowed to load the model.")
+    resources: ResourceSpec = Field(default_factory=ResourceSpec, description="CPU and memory of each replica.")
+    local_backend: Literal["auto", "vllm", "transformers"] = Field(
+        "auto", description="`negrl run` only: serve policies with a local vLLM server, with transformers "
+        "behind the same OpenAI API, or `auto` (vLLM when installed). Ignored on a cluster.",
+    )
+
+
+class WorkerSpec(Strict):
+    image: str = Field(
+        "ghcr.io/negrl/negrl-worker:0.1.0", min_length=1,
+        description="Image with the `negrl` command (Dockerfile target `worker`) for data, rollout and eval Jobs.",
+    )
+    shards: int = Field(1, ge=1, le=1024, description="Pods of the sample and credit Jobs (Indexed Job shards).")
+    backoff_limit: int = Field(2, ge=0, le=100, description="Pod retries before a stage Job fails.")
+    run_as_user: int = Field(1000, ge=1, description="Non-root user of the restricted pods.")
+    resources: ResourceSpec = Field(default_factory=ResourceSpec, description="Resources of each worker pod.")
+
+
+class TrainerSpec(Strict):
+    image: str | None = Field(None, description="Training image; unset: worker.image.")
+    gpus_per_node: int = Field(8, ge=0, le=64, description="GPUs per training pod (torchrun processes); 0: CPU.")
+    nodes: int = Field(1, ge=1, le=256, description="Training pods; more than one: Indexed Job + headless Service.")
+    zero_stage: Literal[0, 1, 2, 3] | None = Field(None, description="DeepSpeed ZeRO stage for every training stage.")
+    precision: Literal["auto", "bf16", "fp32"] | None = Field(None, description="Precision for every training stage.")
+    backoff_limit: int = Field(1, ge=0, le=100, description="Pod retries before a training Job fails.")
+    shm_size: str = Field("32Gi", description="Size of the in-memory /dev/shm volume.")
+    resources: ResourceSpec = Field(default_factory=ResourceSpec, description="CPU and memory of each training pod.")
+
+
+class StorageSpec(Strict):
+    claim_name: str = Field(min_length=1, max_length=253, description="PersistentVolumeClaim shared by every pod (RWX).")
+    mount_path: str = Field("/data", pattern=r"^/", description="Where the volume is mounted in every pod.")
+    path: str = Field(
+        "negrl", pattern=r"^[^/].*$|^$",
+        description="Folder in the volume; artifacts go to <mountPath>/<path>/<namespace>/<experiment>/<stage>/.",
+    )
+
+
+class Toleration(Strict):
+    key: str | None = Field(None, description="Taint key; unset with operator Exists: every taint.")
+    operator: Literal["Exists", "Equal"] | None = Field(None, description="Exists or Equal (default Equal).")
+    value: str | None = Field(None, description="Taint value (operator Equal).")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="Taint effect to tolerate; unset: all."
+    )
+    toleration_seconds: int | None = Field(None, description="NoExecute: how long the pod stays after the taint.")
+
+
+class SchedulingSpec(Strict):
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Pod nodeSelector.")
+    tolerations: list[Toleration] = Field(default_factory=list, description="Pod tolerations.")
+    priority_class_name: str | None = Field(None, description="Pod priorityClassName.")
+    queue_name: str | None = Field(None, description="Kueue LocalQueue (label kueue.x-k8s.io/queue-name).")
+    pod_annotations: dict[str, str] = Field(
+        default_factory=dict, description="Annotations added to every pod (e.g. for autoscalers or service meshes)."
+    )
+
+
+class SchedulingSpecs(Strict):
+    sampler: SchedulingSpec = Field(default_factory=SchedulingSpec, description="vLLM sampler pods.")
+    trainer: SchedulingSpec = Field(default_factory=SchedulingSpec, description="Training pods.")
+    worker: SchedulingSpec = Field(default_factory=SchedulingSpec, description="Data, rollout and eval pods.")
+
+
+class SweepSpec(Strict):
+    sft_multipliers: list[int] = Field(
+        default_factory=list, max_length=16,
+        description="Extra SFT runs on k*|D_syn| questions (each evaluated), for data-scaling curves.",
+    )
+
+    @model_validator(mode="after")
+    def _unique(self):
+        if len(set(self.sft_multipliers)) != len(self.sft_multipliers) or any(k < 2 for k in self.sft_multipliers):
+            raise ValueError("sftMultipliers must be distinct integers >= 2")
+        return self
+
+
+class ExperimentSpec(Checked):
+    model: ModelSpec = Field(description="Base model.")
+    data: DataSpec = Field(description="Questions, task and |D_syn|.")
+    stages: StagesSpec = Field(default_factory=StagesSpec, description="Which stages run, and their hyperparameters.")
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec, description="vLLM servers of the policies.")
+    worker: WorkerSpec = Field(default_factory=WorkerSpec, description="Data, rollout and evaluation Jobs.")
+    trainer: TrainerSpec = Field(default_factory=TrainerSpec, description="DeepSpeed training Jobs.")
+    storage: StorageSpec = Field(description="Shared volume for data, samples and models.")
+    scheduling: SchedulingSpecs = Field(default_factory=SchedulingSpecs, description="Placement per component.")
+    seeds: list[int] = Field(
+        default_factory=lambda: [0], min_length=1, max_length=16,
+        description="Each seed runs the whole chain (added to every stage's seed); stage names get -s<seed> "
+        "when there are several.",
+    )
+    sweep: SweepSpec = Field(default_factory=SweepSpec, description="|D_syn| sweep of the SFT baseline.")
+    suspend: bool = Field(False, description="Scale samplers to zero, suspend running Jobs and start none.")
+
+    rules: ClassVar[tuple[CrossFieldRule, ...]] = (
+        CrossFieldRule(
+            "size(self.sweep.sftMultipliers) == 0 || (has(self.data.syntheticSize) && self.stages.sft.enabled)",
+            "sweep.sftMultipliers needs data.syntheticSize and stages.sft.enabled", ".sweep.sftMultipliers",
+            lambda s: not s.sweep.sft_multipliers or (s.data.synthetic_size is not None and s.stages.sft.enabled),
+        ),
+        CrossFieldRule(
+            "(self.data.source.kind == 'stargraph') == (self.data.task == 'sequence')",
+            "task sequence goes with source kind stargraph (and only with it)", ".data.task",
+            lambda s: (s.data.source.kind == "stargraph") == (s.data.task == "sequence"),
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _unique_seeds(self):
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds must be distinct")
+        return self
+
+
+# Rules on the whole object (metadata.name ends up in child names, labels and DNS names).
+ROOT_RULES: tuple[CrossFieldRule, ...] = (
+    CrossFieldRule(
+        "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 63",
+        "metadata.name must be a DNS-1035 label (a-z, 0-9, '-', starts with a letter) of at most 63 characters",
+        "",  # metadata has no schema of its own, so no fieldPath; the message names the field
+    ),
+)
+
+
+class ObjectMeta(BaseModel):
+    name: str
+    namespace: str = "default"
+    model_config = {"extra": "allow"}
+
+
+class NegRLExperiment(Strict):
+    """A whole manifest as `kubectl apply` sends it (status is the operator's, so it is not accepted)."""
+
+    api_version: Literal["negrl.io/v1alpha1"] = Field(API_VERSION, alias="apiVersion")
+    kind: Literal["NegRLExperiment"] = KIND
+    metadata: ObjectMeta
+    spec: ExperimentSpec
+
+    @model_validator(mode="after")
+    def _name_is_dns_label(self):
+        name = self.metadata.name
+        if not (re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name) and len(name) <= 63):
+            raise ValueError(f"metadata.name {name!r}: {ROOT_RULES[0].message}")
+        return self

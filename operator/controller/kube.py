@@ -1,0 +1,142 @@
+"""The operator's writes to the API server: server-side apply of children (one field manager),
+deletes, Job suspension, status patches and Events. Every request is counted."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+
+from negrl_operator.api.experiment import API_VERSION, KIND, PLURAL
+from negrl_operator.reconcile.condition import EventRecord
+from negrl_operator.reconcile.manifest import Owner
+from negrl_operator.reconcile.observation import MANAGER
+from negrl_operator.reconcile.plan import Plan
+
+PATHS = {
+    "Job": ("/apis/batch/v1", "jobs"), "Deployment": ("/apis/apps/v1", "deployments"),
+    "Service": ("/api/v1", "services"), "ConfigMap": ("/api/v1", "configmaps"),
+    "Event": ("/api/v1", "events"), KIND: (f"/apis/{API_VERSION}", PLURAL),
+}
+APPLY, MERGE = "application/apply-patch+yaml", "application/merge-patch+json"
+
+
+def object_path(kind: str, namespace: str, name: str | None = None) -> str:
+    prefix, plural = PATHS[kind]
+    path = f"{prefix}/namespaces/{namespace}/{plural}"
+    return f"{path}/{name}" if name else path
+
+
+log = logging.getLogger("negrl.operator")
+
+
+class Kube:
+    """Thin, synchronous REST calls through a kubernetes ApiClient (thread-safe connection pool).
+    `on_request(verb, seconds)` sees every request."""
+
+    def __init__(self, api: ApiClient, on_request: Callable[[str, float], None] = lambda verb, seconds: None,
+                 parallel: int = 32):
+        self.api = api
+        self.on_request = on_request
+        self.pool = ThreadPoolExecutor(parallel, thread_name_prefix="apply")
+
+    def request(self, method: str, path: str, body=None, content_type: str | None = None,
+                query: list[tuple[str, str]] | None = None) -> int:
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        request = self.api.param_serialize(method, path, query_params=query or [], header_params=headers, body=body,
+                                           auth_settings=["BearerToken"])
+        started = time.perf_counter()
+        try:
+            response = self.api.call_api(*request)
+            response.read()
+        finally:
+            self.on_request(method, time.perf_counter() - started)
+        if not 200 <= response.status <= 299:
+            raise ApiException.from_response(http_resp=response, body=response.data.decode(errors="replace"),
+                                             data=None)
+        return response.status
+
+    def apply(self, manifest: dict) -> None:
+        meta = manifest["metadata"]
+        path = object_path(manifest["kind"], meta["namespace"], meta["name"])
+        self.request("PATCH", path, manifest, APPLY, [("fieldManager", MANAGER), ("force", "true")])
+
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
+        try:
+            self.request("DELETE", object_path(kind, namespace, name), body)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    def merge_patch(self, kind: str, namespace: str, name: str, patch: dict, subresource: str = "") -> None:
+        path = object_path(kind, namespace, name) + (f"/{subresource}" if subresource else "")
+        self.request("PATCH", path, patch, MERGE, [("fieldManager", MANAGER)])
+
+    def post_event(self, owner: Owner, event: EventRecord, now: datetime | None = None) -> None:
+        moment = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{owner.name}.{uuid.uuid4().hex[:12]}", "namespace": owner.namespace},
+            "involvedObject": {"apiVersion": API_VERSION, "kind": KIND, "name": owner.name,
+                               "namespace": owner.namespace, "uid": owner.uid},
+            "type": event.type, "reason": event.reason, "message": event.message[:1024],
+            "source": {"component": MANAGER}, "reportingComponent": MANAGER, "reportingInstance": MANAGER,
+            "firstTimestamp": moment, "lastTimestamp": moment, "count": 1,
+        }
+        self.request("POST", object_path("Event", owner.namespace), body)
+
+
+class EventPoster:
+    """Posts Events from a background thread: they are reports, so a reconcile never waits on them."""
+
+    def __init__(self, kube: Kube, capacity: int = 10000):
+        self.kube = kube
+        self.queue: queue.Queue = queue.Queue(capacity)
+        threading.Thread(target=self._run, name="events", daemon=True).start()
+
+    def post(self, owner: Owner, event: EventRecord) -> None:
+        try:
+            self.queue.put_nowait((owner, event, datetime.now(UTC)))
+        except queue.Full:
+            log.warning("event queue full, dropped: %s %s", event.reason, event.message)
+
+    def _run(self) -> None:
+        while True:
+            owner, event, moment = self.queue.get()
+            try:
+                self.kube.post_event(owner, event, moment)
+            except Exception as error:  # noqa: BLE001 (an Event lost is logged, never fatal)
+                log.warning("could not post event %s for %s/%s: %s", event.reason, owner.namespace, owner.name, error)
+
+
+def apply_plan(kube: Kube, owner: Owner, plan: Plan, status_changed: bool, events: EventPoster | None = None) -> None:
+    """Every write of the plan at once: a reconcile costs one round trip, not one per child. The order
+    does not matter to correctness: a status that records a stage as Running whose Job could not be
+    created makes the next plan create it again. Events go to the poster (inline without one)."""
+    calls = [lambda m=manifest: kube.apply(m) for manifest in plan.apply]
+    calls += [lambda n=name, s=suspend: kube.merge_patch("Job", owner.namespace, n, {"spec": {"suspend": s}})
+              for name, suspend in sorted(plan.suspend.items())]
+    calls += [lambda r=ref: kube.delete(r.kind, owner.namespace, r.name) for ref in plan.delete]
+    if status_changed:
+        status = {"status": plan.status.model_dump(mode="json", by_alias=True)}
+        calls.append(lambda: kube.merge_patch(KIND, owner.namespace, owner.name, status, "status"))
+    if len(calls) == 1:
+        calls[0]()
+    for future in [kube.pool.submit(call) for call in calls] if len(calls) > 1 else []:
+        future.result()  # the first error propagates (after every call has been sent)
+    for event in plan.events:
+        if events is not None:
+            events.post(owner, event)
+        else:
+            kube.post_event(owner, event)

@@ -1,0 +1,207 @@
+"""`negrl run`: an experiment manifest on this machine, without Kubernetes.
+
+The same manifest, spec model and stage graph as the operator; each stage runs as the same
+`negrl <stage> --config` command a Job runs, as a child process, with its log under
+`<workdir>/logs/`. Policies are served by a local vLLM server (or, without vLLM, by transformers
+behind the same OpenAI protocol). Finished stages are skipped on a rerun (their manifest matches
+their inputs and is newer than what they read); Ctrl-C stops the running stage and every server, and leaves only complete artifacts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from negrl_operator.api.artifact import MANIFEST, inputs_hash, stage_done, write_json_atomic
+from negrl_operator.api.experiment import NegRLExperiment
+from negrl_operator.api.stage_config import ServerRef
+from negrl_operator.local.view import RunView
+from negrl_operator.reconcile.graph import (
+    StageNode,
+    policies_to_serve,
+    policy_model,
+    runnable,
+    stage_config,
+    stage_graph,
+)
+from negrl_operator.report.statistics.writer import write_report
+from negrl_sampler.serving.local_server import ServerStartError, stop_process_group, vllm_available
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
+def load_experiment(path: str | Path) -> NegRLExperiment:
+    try:
+        document = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML: {error}") from None
+    try:
+        return NegRLExperiment.model_validate(document)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in issue['loc'])}: {issue['msg']}" for issue in error.errors()
+        )
+        raise ValueError(f"{path}: invalid NegRLExperiment: {problems}") from None
+
+
+def next_stage(ready: list[StageNode], serving: set[str]) -> StageNode | None:
+    """Which ready stage to run next, so each policy's server starts once: first the stages of a
+    policy already served, then stages that need no server, then the rest in graph order."""
+    for wanted in (lambda n: n.serves in serving, lambda n: n.serves is None, lambda n: True):
+        for node in ready:
+            if wanted(node):
+                return node
+    return None
+
+
+class LocalServers:
+    """The servers of the policies in use, started on demand and stopped when no stage needs them."""
+
+    def __init__(self, backend: str, log_dir: Path, max_model_len: int):
+        self.backend, self.log_dir, self.max_model_len = backend, log_dir, max_model_len
+        self.running: dict[str, object] = {}
+
+    def ensure(self, policy: str, model_dir: str) -> ServerRef:
+        if policy not in self.running:
+            self.running[policy] = self._start(policy, model_dir)
+        server = self.running[policy]
+        return ServerRef(base_url=server.base_url, model=server.model, max_concurrency=32)
+
+    def _start(self, policy: str, model_dir: str):
+        if self.backend == "vllm":
+            from negrl_sampler.serving.local_server import start_vllm
+
+            return start_vllm(model_dir, served_name=policy, max_model_len=self.max_model_len, log_dir=self.log_dir)
+        from negrl_sampler.serving.transformers_server import TransformersServer
+
+        return TransformersServer(model_dir, served_name=policy)
+
+    def keep_only(self, policies: set[str]) -> None:
+        for policy in [p for p in self.running if p not in policies]:
+            self.running.pop(policy).stop()
+
+    def stop_all(self) -> None:
+        self.keep_only(set())
+
+
+def run_stage(node: StageNode, config, workdir: Path) -> dict:
+    """Run one stage command as a child process; return its one-line JSON summary."""
+    config_path = workdir / "configs" / f"{node.name}.json"
+    write_json_atomic(config_path, config.model_dump(mode="json"))
+    log_path = workdir / "logs" / f"{node.name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "negrl_operator.cli", node.kind, "--config", str(config_path)]
+    env = {**os.environ, "NEGRL_TERMINATION_LOG": str(workdir / "logs" / f"{node.name}.summary.json"),
+           "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu"), "HF_HUB_OFFLINE": "1"}
+    with open(log_path, "w") as log:
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            code = child.wait()
+        except BaseException:  # Ctrl-C: stop the stage (its artifacts are written atomically)
+            stop_process_group(child, grace_s=30)
+            raise
+    if code != 0:
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
+        raise StageFailed(f"stage {node.name} failed (exit {code}); log {log_path}:\n{tail}")
+    return stage_summary(workdir, node.name)
+
+
+def finished_stages(spec, nodes: list[StageNode], root: str) -> set[str]:
+    """Stages whose manifest matches the inputs they would run with now (the URL is not an input)
+    and is newer than the manifests of the stages it read: a rerun upstream invalidates it."""
+    placeholder = ServerRef(base_url="http://127.0.0.1:1/v1", model="unused")
+    done: set[str] = set()
+    for node in nodes:  # dependencies first
+        manifest = Path(root) / node.name / MANIFEST
+        if (stage_done(manifest.parent, inputs_hash(stage_config(spec, node, root, placeholder)))
+                and all(need in done and (Path(root) / need / MANIFEST).stat().st_mtime_ns
+                        <= manifest.stat().st_mtime_ns for need in node.needs)):
+            done.add(node.name)
+    return done
+
+
+def clear_stale(stage_dir: Path) -> None:
+    """A finished stage that must run again starts from nothing; a half-done one (no manifest) resumes."""
+    if (stage_dir / MANIFEST).exists():
+        shutil.rmtree(stage_dir)
+
+
+def run_experiment(experiment: NegRLExperiment, workdir: Path, backend: str, view: RunView) -> dict[str, dict]:
+    """Run every unfinished stage in dependency order; returns each stage's summary."""
+    spec, nodes = experiment.spec, stage_graph(experiment.spec)
+    root = str(workdir / "artifacts")
+    done = finished_stages(spec, nodes, root)
+    view.begin(nodes, done)
+    servers = LocalServers(backend, workdir / "logs", spec.sampler.max_model_len)
+    try:
+        while node := next_stage(runnable(nodes, done), set(servers.running)):
+            servers.keep_only(set(policies_to_serve(nodes, done)))
+            server = servers.ensure(node.serves, policy_model(spec, node.serves, root)) if node.serves else None
+            config = stage_config(spec, node, root, server, experiment=experiment.metadata.name)
+            clear_stale(Path(root) / node.name)
+            view.started(node)
+            summary = run_stage(node, config, workdir)
+            done.add(node.name)
+            view.finished(node, summary)
+    finally:
+        servers.stop_all()
+    summaries = {node.name: stage_summary(workdir, node.name) for node in nodes}
+    write_json_atomic(workdir / "summaries.json", summaries)
+    return summaries
+
+
+def stage_summary(workdir: Path, name: str) -> dict:
+    """The one-line summary a stage's command left (also for stages finished by an earlier run)."""
+    path = workdir / "logs" / f"{name}.summary.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def resolve_backend(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    return "vllm" if vllm_available() else "transformers"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="negrl run", description="Run a NegRLExperiment on this machine.")
+    parser.add_argument("-f", "--file", required=True, help="NegRLExperiment manifest (YAML)")
+    parser.add_argument("--workdir", help="artifacts, logs and the report (default: runs/<experiment name>)")
+    parser.add_argument("--backend", choices=["auto", "vllm", "transformers"], default=None,
+                        help="how policies are served (default: the manifest's sampler.localBackend)")
+    args = parser.parse_args(argv)
+    try:
+        experiment = load_experiment(args.file)
+    except (OSError, ValueError) as error:
+        print(f"negrl run: {error}", file=sys.stderr)
+        return 2
+    workdir = Path(args.workdir or f"runs/{experiment.metadata.name}").resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    backend = resolve_backend(args.backend or experiment.spec.sampler.local_backend)
+    view = RunView(experiment.metadata.name, backend)
+    # Ctrl-C and `kill` stop the run cleanly, even when started with SIGINT ignored (a background job)
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, signal.default_int_handler)
+    begin = time.monotonic()
+    try:
+        with view:
+            summaries = run_experiment(experiment, workdir, backend, view)
+    except KeyboardInterrupt:
+        print("negrl run: interrupted; finished stages are kept, rerun the same command to resume", file=sys.stderr)
+        return 130
+    except (StageFailed, ServerStartError) as error:
+        print(f"negrl run: {error}", file=sys.stderr)
+        return 1
+    write_report(experiment, summaries, workdir, time.monotonic() - begin, view.console)
+    return 0

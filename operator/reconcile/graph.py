@@ -1,0 +1,245 @@
+"""The stage graph of an experiment and each stage's config: shared by the operator and `negrl run`.
+
+    prepare -> sft -> sample -> rft-data (pairs: rft, outcome) -> rft, outcome-dpo
+                             -> credit -> step-pairs (pairs: step) -> step-dpo
+            -> eval-<policy> for every policy (sft, rft, outcome-dpo, step-dpo, sft-x<k>)
+
+A policy is named after the training stage that produces it; its weights are
+`<storage_root>/<policy>/model`. With SFT disabled the base model is the policy `base`. With several
+seeds every node but `prepare` (and `base`'s) gets `-s<seed>`. Pure functions only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from negrl_operator.api.experiment import ExperimentSpec
+from negrl_operator.api.stage_config import (
+    PAIR_FILES,
+    PREPARED_TEST,
+    PREPARED_TRAIN,
+    CreditStageConfig,
+    EvaluateStageConfig,
+    PairsStageConfig,
+    PrepareStageConfig,
+    SampleStageConfig,
+    ServerRef,
+    StageBase,
+    TrainParams,
+    TrainStageConfig,
+)
+
+NodeKind = Literal["prepare", "train", "sample", "credit", "pairs", "evaluate"]
+BASE_POLICY = "base"
+PREPARE = "prepare"
+
+
+@dataclass(frozen=True)
+class StageNode:
+    name: str
+    kind: NodeKind
+    role: str  # prepare, sft, sample, rft-data, credit, step-pairs, rft, outcome-dpo, step-dpo, eval
+    needs: tuple[str, ...] = ()
+    serves: str | None = None  # the policy a sampler must serve while this stage runs
+    produces: str | None = None  # the policy this training stage writes
+    seed: int = 0
+    multiplier: int = 1  # SFT sweep: trains on multiplier * |D_syn| questions
+
+
+def stage_graph(spec: ExperimentSpec) -> list[StageNode]:
+    """Every stage the spec asks for, dependencies first."""
+    nodes = [StageNode(PREPARE, "prepare", "prepare")]
+    for seed in spec.seeds:
+        for node in _seed_chain(spec, seed, len(spec.seeds) > 1):
+            if all(node.name != other.name for other in nodes):
+                nodes.append(node)
+    return nodes
+
+
+def _seed_chain(spec: ExperimentSpec, seed: int, suffixed: bool) -> list[StageNode]:
+    def named(base: str) -> str:
+        return f"{base}-s{seed}" if suffixed else base
+
+    stages, nodes = spec.stages, []
+    sft = named("sft") if stages.sft.enabled else BASE_POLICY
+    sft_needs = (sft,) if stages.sft.enabled else ()
+    policies = [sft]
+    if stages.sft.enabled:
+        nodes.append(StageNode(sft, "train", "sft", (PREPARE,), produces=sft, seed=seed))
+        for factor in spec.sweep.sft_multipliers:
+            name = named(f"sft-x{factor}")
+            nodes.append(StageNode(name, "train", "sft", (PREPARE,), produces=name, seed=seed, multiplier=factor))
+            policies.append(name)
+    if stages.sampling.enabled:
+        nodes += _sampling_chain(spec, seed, named, sft, sft_needs)
+        policies += [node.produces for node in nodes if node.produces and node.role != "sft"]
+    if stages.eval.enabled:
+        nodes += [
+            StageNode(f"eval-{policy}", "evaluate", "eval", (PREPARE, *(() if policy == BASE_POLICY else (policy,))),
+                      serves=policy, seed=seed)
+            for policy in policies
+        ]
+    return nodes
+
+
+def _sampling_chain(spec: ExperimentSpec, seed: int, named, sft: str, sft_needs: tuple[str, ...]) -> list[StageNode]:
+    stages = spec.stages
+    sample = named("sample")
+    nodes = [StageNode(sample, "sample", "sample", (PREPARE, *sft_needs), serves=sft, seed=seed)]
+    if stages.rft.enabled or stages.outcome_dpo.enabled:
+        data = named("rft-data")
+        nodes.append(StageNode(data, "pairs", "rft-data", (sample,), seed=seed))
+        if stages.rft.enabled:
+            init_needs = sft_needs if stages.rft.init == "sft" else ()
+            nodes.append(StageNode(named("rft"), "train", "rft", (data, *init_needs), produces=named("rft"), seed=seed))
+        if stages.outcome_dpo.enabled:
+            name = named("outcome-dpo")
+            nodes.append(StageNode(name, "train", "outcome-dpo", (data, *sft_needs), produces=name, seed=seed))
+    if stages.credit.enabled:
+        credit = named("credit")
+        nodes.append(StageNode(credit, "credit", "credit", (sample,), serves=sft, seed=seed))
+        if stages.step_dpo.enabled:
+            pairs, name = named("step-pairs"), named("step-dpo")
+            nodes.append(StageNode(pairs, "pairs", "step-pairs", (credit,), seed=seed))
+            nodes.append(StageNode(name, "train", "step-dpo", (pairs, *sft_needs), produces=name, seed=seed))
+    return nodes
+
+
+def runnable(nodes: list[StageNode], done: set[str]) -> list[StageNode]:
+    """Stages not done whose dependencies all are (running ones included)."""
+    return [node for node in nodes if node.name not in done and all(need in done for need in node.needs)]
+
+
+def policies_to_serve(nodes: list[StageNode], done: set[str]) -> list[str]:
+    """Policies some runnable stage samples from: each needs a server now; no other does."""
+    return sorted({node.serves for node in runnable(nodes, done) if node.serves})
+
+
+def sibling(node: StageNode, role: str) -> str:
+    """The stage with `role` in `node`'s seed chain (`base` stands in for a disabled SFT)."""
+    return role + node.name[len(node.role):]
+
+
+def sft_policy(node: StageNode, spec: ExperimentSpec) -> str:
+    return sibling(node, "sft") if spec.stages.sft.enabled else BASE_POLICY
+
+
+def stage_dir(storage_root: str, name: str) -> str:
+    return f"{storage_root.rstrip('/')}/{name}"
+
+
+def base_model(spec: ExperimentSpec, storage_root: str) -> str:
+    """The base model: `model.name`, or the from-scratch model the prepare stage builds."""
+    return f"{stage_dir(storage_root, PREPARE)}/model" if spec.model.scratch else spec.model.name
+
+
+def policy_model(spec: ExperimentSpec, policy: str, storage_root: str) -> str:
+    """Weights of a policy: the base model for `base`, else its training stage's `model` folder."""
+    return base_model(spec, storage_root) if policy == BASE_POLICY else f"{stage_dir(storage_root, policy)}/model"
+
+
+def storage_root(spec: ExperimentSpec, namespace: str, experiment: str) -> str:
+    """`<mountPath>/<path>/<namespace>/<experiment>`: the experiment's artifact folder."""
+    rest = [part for part in (spec.storage.path.strip("/"), namespace, experiment) if part]
+    return "/".join([spec.storage.mount_path.rstrip("/"), *rest])
+
+
+def stage_config(
+    spec: ExperimentSpec, node: StageNode, storage_root: str, server: ServerRef | None = None,
+    experiment: str = "local", metrics_port: int = 0,
+) -> StageBase:
+    """The JSON config of one stage (validated by the stage command with the same class)."""
+    common = {"experiment": experiment, "output_dir": stage_dir(storage_root, node.name), "metrics_port": metrics_port}
+    builder = {
+        "prepare": _prepare_config, "train": _train_config, "sample": _sample_config,
+        "credit": _credit_config, "pairs": _pairs_config, "evaluate": _evaluate_config,
+    }[node.kind]
+    if node.serves and server is None:
+        raise ValueError(f"stage {node.name} samples policy {node.serves}: pass the server serving it")
+    return builder(spec, node, storage_root, server, common)
+
+
+def _seeded(params, seed: int):
+    return params.model_copy(update={"seed": params.seed + seed})
+
+
+def _questions(storage_root: str, split: str = PREPARED_TRAIN) -> str:
+    return f"{stage_dir(storage_root, PREPARE)}/{split}"
+
+
+def _prepare_config(spec, node, root, server, common) -> PrepareStageConfig:
+    factor = max([1, *spec.sweep.sft_multipliers])
+    size = spec.data.synthetic_size * factor if spec.data.synthetic_size else None
+    return PrepareStageConfig(**common, task=spec.data.task, source=spec.data.source, train_size=size,
+                              scratch_model=spec.model.scratch, prompt=spec.data.prompt)
+
+
+def _sample_config(spec, node, root, server, common) -> SampleStageConfig:
+    params = _seeded(spec.stages.sampling.params, node.seed)
+    return SampleStageConfig(
+        **common, server=server, task=spec.data.task, questions=_questions(root), shard_count=spec.worker.shards,
+        max_questions=spec.data.synthetic_size, prompt=spec.data.prompt, params=params,
+    )
+
+
+def _credit_config(spec, node, root, server, common) -> CreditStageConfig:
+    return CreditStageConfig(
+        **common, server=server, task=spec.data.task, samples_dir=stage_dir(root, node.needs[0]),
+        shard_count=spec.worker.shards, prompt=spec.data.prompt, params=_seeded(spec.stages.credit.params, node.seed),
+    )
+
+
+def _pairs_config(spec, node, root, server, common) -> PairsStageConfig:
+    params = _seeded(spec.stages.pairs, node.seed)
+    if node.role == "step-pairs":
+        credit, sample = sibling(node, "credit"), sibling(node, "sample")
+        return PairsStageConfig(
+            **common, outputs=["step"], samples_dir=stage_dir(root, sample), credit_dir=stage_dir(root, credit),
+            questions=_questions(root), params=params,
+        )
+    outputs = [out for out, on in (("rft", spec.stages.rft.enabled), ("outcome", spec.stages.outcome_dpo.enabled)) if on]
+    return PairsStageConfig(
+        **common, outputs=outputs, samples_dir=stage_dir(root, node.needs[0]), questions=_questions(root), params=params
+    )
+
+
+def _evaluate_config(spec, node, root, server, common) -> EvaluateStageConfig:
+    return EvaluateStageConfig(
+        **common, server=server, task=spec.data.task, policy=node.serves, questions=_questions(root, PREPARED_TEST),
+        max_questions=spec.stages.eval.max_questions, prompt=spec.data.prompt,
+        params=_seeded(spec.stages.eval.params, node.seed),
+    )
+
+
+def _train_params(spec: ExperimentSpec, params: TrainParams, seed: int) -> TrainParams:
+    update = {"seed": params.seed + seed}
+    if spec.trainer.zero_stage is not None:
+        update["zero_stage"] = spec.trainer.zero_stage
+    if spec.trainer.precision is not None:
+        update["precision"] = spec.trainer.precision
+    return params.model_copy(update=update)
+
+
+def _train_config(spec, node, root, server, common) -> TrainStageConfig:
+    stages, sft = spec.stages, sft_policy(node, spec)
+    if node.role == "sft":
+        synthetic = spec.data.synthetic_size
+        return TrainStageConfig(
+            **common, stage="sft", model_path=base_model(spec, root), data=[_questions(root)], prompt=spec.data.prompt,
+            max_examples=synthetic * node.multiplier if synthetic else None,
+            params=_train_params(spec, stages.sft.params, node.seed),
+        )
+    if node.role == "rft":
+        init = base_model(spec, root) if stages.rft.init == "base" else policy_model(spec, sft, root)
+        return TrainStageConfig(
+            **common, stage="rft", model_path=init, data=[f"{stage_dir(root, node.needs[0])}/{PAIR_FILES['rft']}"],
+            prompt=spec.data.prompt, params=_train_params(spec, stages.rft.params, node.seed),
+        )
+    block, output = (stages.step_dpo, "step") if node.role == "step-dpo" else (stages.outcome_dpo, "outcome")
+    reference = policy_model(spec, sft, root)
+    return TrainStageConfig(
+        **common, stage="dpo", model_path=reference, reference_path=reference,
+        data=[f"{stage_dir(root, node.needs[0])}/{PAIR_FILES[output]}"], prompt=spec.data.prompt,
+        params=_train_params(spec, block.params, node.seed),
+    )

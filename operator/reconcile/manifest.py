@@ -1,0 +1,273 @@
+"""Pure builders of an experiment's children: metadata, stage ConfigMaps, stage and training Jobs.
+
+Names follow `<experiment>-<component>[-<stage>]`, cut with a hash suffix so that pod names derived
+from them stay within 63 characters. Every child carries the standard labels, a controller owner
+reference (deleting the experiment deletes it) and a hash of its own content (the plan re-applies
+only what changed). The sampler Deployment and Service are in `serving.py`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from negrl_operator.api.experiment import API_VERSION, KIND, ExperimentSpec, SchedulingSpec
+from negrl_operator.api.stage_config import STAGE_CONFIG_PATH, StageBase
+from negrl_operator.reconcile.graph import StageNode
+from negrl_operator.reconcile.observation import (
+    HASH_ANNOTATION,
+    INDEX_ANNOTATION,
+    INSTANCE_LABEL,
+    MANAGED_BY_LABEL,
+    MANAGER,
+    POLICY_LABEL,
+    STAGE_LABEL,
+)
+
+MAX_NAME = 52  # leaves room for the "-<index>-<random>" suffixes of pod names
+COMPONENT = {"prepare": "data", "train": "trainer", "sample": "rollout", "credit": "rollout",
+             "pairs": "rollout", "evaluate": "eval"}
+SHARDED_KINDS = ("sample", "credit")
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+METRICS_PORT = 9090
+MASTER_PORT = 29500
+STORAGE_VOLUME, CONFIG_VOLUME = "storage", "stage-config"
+
+
+@dataclass(frozen=True)
+class Owner:
+    name: str
+    namespace: str
+    uid: str
+
+
+def child_name(owner: str, *parts: str) -> str:
+    raw = "-".join([owner, *parts])
+    if len(raw) <= MAX_NAME:
+        return raw
+    return f"{raw[:MAX_NAME - 9].rstrip('-')}-{hashlib.sha256(raw.encode()).hexdigest()[:8]}"
+
+
+def job_name(owner: str, node: StageNode) -> str:
+    component = COMPONENT[node.kind]
+    stage = node.name.removeprefix(f"{component}-") if node.kind == "evaluate" else node.name
+    return child_name(owner, component, stage)
+
+
+def config_map_name(owner: str, node: StageNode) -> str:
+    return child_name(owner, "config", node.name)
+
+
+def labels(owner: Owner, component: str, stage: str | None = None, policy: str | None = None) -> dict[str, str]:
+    result = {
+        "app.kubernetes.io/name": "negrl", INSTANCE_LABEL: owner.name,
+        "app.kubernetes.io/component": component, MANAGED_BY_LABEL: MANAGER,
+    }
+    if stage:
+        result[STAGE_LABEL] = stage
+    if policy:
+        result[POLICY_LABEL] = policy
+    return result
+
+
+def metadata(owner: Owner, name: str, child_labels: dict[str, str]) -> dict:
+    return {
+        "name": name, "namespace": owner.namespace, "labels": dict(child_labels),
+        "ownerReferences": [{
+            "apiVersion": API_VERSION, "kind": KIND, "name": owner.name, "uid": owner.uid,
+            "controller": True, "blockOwnerDeletion": True,
+        }],
+    }
+
+
+def content_hash(manifest: dict) -> str:
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def with_hash(manifest: dict) -> dict:
+    """The manifest with `negrl.io/spec-hash` set to the hash of everything else in it."""
+    meta = manifest["metadata"]
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != HASH_ANNOTATION}
+    bare = {**manifest, "metadata": {**meta, "annotations": annotations}}
+    stamped = {**annotations, HASH_ANNOTATION: content_hash(bare)}
+    return {**manifest, "metadata": {**meta, "annotations": stamped}}
+
+
+def config_map(owner: Owner, node: StageNode, config: StageBase) -> dict:
+    return with_hash({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": metadata(owner, config_map_name(owner.name, node), labels(owner, COMPONENT[node.kind], node.name)),
+        "data": {"stage.json": config.model_dump_json(indent=2) + "\n"},
+    })
+
+
+def scheduling(spec: SchedulingSpec) -> dict:
+    pod: dict = {}
+    if spec.node_selector:
+        pod["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        pod["tolerations"] = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in spec.tolerations]
+    if spec.priority_class_name:
+        pod["priorityClassName"] = spec.priority_class_name
+    return pod
+
+
+def queue_labels(spec: SchedulingSpec) -> dict[str, str]:
+    return {QUEUE_LABEL: spec.queue_name} if spec.queue_name else {}
+
+
+def resources(block, gpus: int = 0) -> dict:
+    requests = {k: str(v) for k, v in block.requests.items()}
+    limits = {k: str(v) for k, v in block.limits.items()}
+    if gpus:
+        limits["nvidia.com/gpu"] = str(gpus)
+    return {key: value for key, value in (("requests", requests), ("limits", limits)) if value}
+
+
+def common_env(spec: ExperimentSpec) -> list[dict]:
+    cache = "/".join([spec.storage.mount_path.rstrip("/"), spec.storage.path.strip("/"), ".cache", "huggingface"])
+    env = [{"name": "HF_HOME", "value": cache.replace("//", "/")}]
+    if spec.model.token_secret:
+        ref = spec.model.token_secret
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    return env
+
+
+def storage_volume(spec: ExperimentSpec) -> dict:
+    return {"name": STORAGE_VOLUME, "persistentVolumeClaim": {"claimName": spec.storage.claim_name}}
+
+
+def shm_volume(size: str) -> dict:
+    return {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": size}}
+
+
+RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def restricted_pod(user: int) -> dict:
+    """Pod Security `restricted`: for every pod that needs no GPU driver."""
+    return {
+        "runAsNonRoot": True, "runAsUser": user, "runAsGroup": user, "fsGroup": user,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def pod_metadata(pod_labels: dict[str, str], spec: SchedulingSpec) -> dict:
+    meta: dict = {"labels": dict(pod_labels)}
+    if spec.pod_annotations:
+        meta["annotations"] = dict(spec.pod_annotations)
+    return meta
+
+
+def _job(owner: Owner, node: StageNode, name: str, pod: dict, count: int, backoff: int, placement: SchedulingSpec
+         ) -> dict:
+    pod_labels = labels(owner, COMPONENT[node.kind], node.name)
+    return with_hash({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": metadata(owner, name, {**pod_labels, **queue_labels(placement)}),
+        "spec": {
+            "completionMode": "Indexed", "completions": count, "parallelism": count, "backoffLimit": backoff,
+            "template": {"metadata": pod_metadata(pod_labels, placement),
+                         "spec": {"restartPolicy": "Never", **pod, **scheduling(placement)}},
+        },
+    })
+
+
+def _index_env() -> dict:
+    path = f"metadata.annotations['{INDEX_ANNOTATION}']"
+    return {"name": "JOB_COMPLETION_INDEX", "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+
+def stage_job(owner: Owner, spec: ExperimentSpec, node: StageNode) -> dict:
+    """An Indexed Job running `negrl <stage> --config ...` (sharded stages: one shard per index)."""
+    shards = spec.worker.shards if node.kind in SHARDED_KINDS else 1
+    args = ["negrl", node.kind, "--config", STAGE_CONFIG_PATH]
+    if node.kind in SHARDED_KINDS:
+        args += ["--shard", f"$(JOB_COMPLETION_INDEX)/{shards}"]
+    container = {
+        "name": "stage", "image": spec.worker.image, "command": args,
+        "env": [_index_env(), {"name": "HOME", "value": "/tmp"}, *common_env(spec)],
+        "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
+        "resources": resources(spec.worker.resources), "securityContext": RESTRICTED_CONTAINER,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": _mounts(spec) + [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    pod = {
+        "containers": [container], "securityContext": restricted_pod(spec.worker.run_as_user),
+        "volumes": _volumes(spec, owner, node) + [{"name": "tmp", "emptyDir": {}}],
+    }
+    return _job(owner, node, job_name(owner.name, node), pod, shards, spec.worker.backoff_limit, spec.scheduling.worker)
+
+
+def _mounts(spec: ExperimentSpec) -> list[dict]:
+    return [
+        {"name": STORAGE_VOLUME, "mountPath": spec.storage.mount_path},
+        {"name": CONFIG_VOLUME, "mountPath": STAGE_CONFIG_PATH.rsplit("/", 1)[0], "readOnly": True},
+    ]
+
+
+def _volumes(spec: ExperimentSpec, owner: Owner, node: StageNode) -> list[dict]:
+    return [storage_volume(spec), {"name": CONFIG_VOLUME, "configMap": {"name": config_map_name(owner.name, node)}}]
+
+
+def trainer_service_name(owner: str, node: StageNode) -> str:
+    return child_name(owner, "trainer", node.name, "hl")
+
+
+def torchrun_command(spec: ExperimentSpec, master: str) -> list[str]:
+    nodes, procs = spec.trainer.nodes, max(1, spec.trainer.gpus_per_node)
+    launch = ["torchrun", f"--nproc-per-node={procs}"]
+    if nodes == 1:
+        launch.append("--standalone")
+    else:
+        launch += [f"--nnodes={nodes}", "--node-rank=$(JOB_COMPLETION_INDEX)", f"--master-addr={master}",
+                   f"--master-port={MASTER_PORT}"]
+    return [*launch, "-m", "negrl_operator.cli", "train", "--config", STAGE_CONFIG_PATH]
+
+
+def trainer_job(owner: Owner, spec: ExperimentSpec, node: StageNode) -> dict:
+    """DeepSpeed through torchrun: one pod with N GPUs, or an Indexed Job of `nodes` pods whose index 0
+    is the rendezvous master, reached through the headless Service (pod hostname + subdomain)."""
+    trainer, name = spec.trainer, job_name(owner.name, node)
+    service = trainer_service_name(owner.name, node)
+    master = f"{name}-0.{service}.{owner.namespace}.svc"
+    container = {
+        "name": "trainer", "image": trainer.image or spec.worker.image,
+        "command": torchrun_command(spec, master),
+        "env": [_index_env(), *common_env(spec)],
+        "ports": [{"name": "metrics", "containerPort": METRICS_PORT}, {"name": "rendezvous", "containerPort": MASTER_PORT}],
+        "resources": resources(trainer.resources, trainer.gpus_per_node),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": _mounts(spec) + [{"name": "dshm", "mountPath": "/dev/shm"}],
+    }
+    pod = {
+        "containers": [container], "volumes": _volumes(spec, owner, node) + [shm_volume(trainer.shm_size)],
+    }
+    if trainer.nodes > 1:
+        pod["subdomain"] = service
+    return _job(owner, node, name, pod, trainer.nodes, trainer.backoff_limit, spec.scheduling.trainer)
+
+
+def trainer_service(owner: Owner, node: StageNode) -> dict:
+    """Headless Service giving each training pod a DNS name (multi-node only)."""
+    selector = labels(owner, "trainer", node.name)
+    return with_hash({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": metadata(owner, trainer_service_name(owner.name, node), selector),
+        "spec": {
+            "clusterIP": "None", "publishNotReadyAddresses": True, "selector": selector,
+            "ports": [{"name": "rendezvous", "port": MASTER_PORT, "targetPort": MASTER_PORT}],
+        },
+    })
+
+
+def stage_children(owner: Owner, spec: ExperimentSpec, node: StageNode, config: StageBase) -> list[dict]:
+    """What a started stage needs: its ConfigMap, its Job and (multi-node training) its Service."""
+    if node.kind == "train":
+        extra = [trainer_service(owner, node)] if spec.trainer.nodes > 1 else []
+        return [config_map(owner, node, config), *extra, trainer_job(owner, spec, node)]
+    return [config_map(owner, node, config), stage_job(owner, spec, node)]

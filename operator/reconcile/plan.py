@@ -1,0 +1,217 @@
+"""plan(): from spec, recorded status and observed children to what should change (pure).
+
+Rules:
+- A stage is Succeeded once its Job completes (its summary is copied from the pods' termination
+  messages) and Failed once its Job gives up (backoff limit); both are recorded and never revisited.
+  Pod failures while the Job still retries make the experiment Degraded; a failed Job fails it.
+- A stage starts (ConfigMap + Job are created) when its dependencies have succeeded and, if it
+  samples a policy, that policy's sampler is ready. Children are created once: a running or
+  finished stage is never re-rendered, so spec changes reach only stages that start later (and
+  the samplers, which are re-applied whenever their rendering changes).
+- A sampler exists exactly while some runnable stage samples its policy; others are deleted.
+- `suspend`: samplers scale to zero, running Jobs are suspended, no Job is created.
+- Succeeded and Failed are terminal: no child is created again; samplers and still-active Jobs are
+  deleted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from negrl_operator.api.experiment import ExperimentSpec
+from negrl_operator.api.status import (
+    TERMINAL_PHASES,
+    ExperimentStatus,
+    Phase,
+    StageStatus,
+    parse_time,
+    rfc3339,
+)
+from negrl_operator.reconcile.condition import RETRY_PREFIX, EventRecord, conditions, events
+from negrl_operator.reconcile.graph import (
+    StageNode,
+    policies_to_serve,
+    policy_model,
+    runnable,
+    stage_config,
+    stage_dir,
+    stage_graph,
+)
+from negrl_operator.reconcile.graph import storage_root as experiment_root
+from negrl_operator.reconcile.manifest import METRICS_PORT, Owner, job_name, stage_children
+from negrl_operator.reconcile.observation import JobState, Observed
+from negrl_operator.reconcile.result import failure_message, job_summary, results
+from negrl_operator.reconcile.serving import sampler_deployment, sampler_name, sampler_service, server_ref
+
+SUMMARY_GRACE_S = 20.0  # a completed Job's pods may report their termination message a moment later
+
+
+@dataclass(frozen=True)
+class ChildRef:
+    kind: str
+    name: str
+
+
+@dataclass
+class Plan:
+    apply: list[dict] = field(default_factory=list)  # server-side apply, in order
+    delete: list[ChildRef] = field(default_factory=list)
+    suspend: dict[str, bool] = field(default_factory=dict)  # Job name -> spec.suspend to set
+    status: ExperimentStatus = field(default_factory=ExperimentStatus)
+    events: list[EventRecord] = field(default_factory=list)
+    requeue_after: float | None = None
+
+
+def plan(owner: Owner, generation: int, spec: ExperimentSpec, status: ExperimentStatus, observed: Observed,
+         now: datetime) -> Plan:
+    nodes, root = stage_graph(spec), experiment_root(spec, owner.namespace, owner.name)
+    if status.phase in TERMINAL_PHASES:
+        return _finish(owner, generation, status, status, observed, now)
+    result = Plan()
+    stages = [_observe(node, status.stage_named(node.name), observed, owner, root, now, result) for node in nodes]
+    done = {stage.name for stage in stages if stage.state == "Succeeded"}
+    serve = policies_to_serve(nodes, done)
+    if not any(stage.state == "Failed" for stage in stages) and len(done) < len(nodes):
+        stages = _start(owner, spec, nodes, stages, done, serve, observed, root, now, result)
+        _reconcile_samplers(owner, spec, serve, observed, root, result)
+        result.suspend = {
+            job.name: spec.suspend for job in observed.jobs.values()
+            if not (job.complete or job.failed) and job.suspended != spec.suspend
+        }
+    new = _status(status, stages, spec, nodes, now)
+    names = {node.name for node in nodes}
+    result.delete += [ChildRef("Job", job.name) for job in observed.jobs.values() if job.stage not in names]
+    if new.phase in TERMINAL_PHASES:
+        return _finish(owner, generation, status, new, observed, now)
+    result.status = _with_conditions(new, status, generation, now)
+    result.events = events(status, result.status)
+    return result
+
+
+def _observe(node: StageNode, recorded: StageStatus | None, observed: Observed, owner: Owner, root: str,
+             now: datetime, result: Plan) -> StageStatus:
+    """The stage as its Job shows it; state Pending means "no Job" (the caller decides what to do)."""
+    name = job_name(owner.name, node)
+    stage = recorded or StageStatus(name=node.name, kind=node.kind, artifact=stage_dir(root, node.name), job=name)
+    if stage.state in ("Succeeded", "Failed"):
+        return stage
+    job = observed.jobs.get(name)
+    if job is None:
+        return stage.model_copy(update={"state": "Pending"})
+    pods = observed.pods_of(name)
+    if job.complete:
+        return _completed(stage, node, job, observed, now, result)
+    if job.failed:
+        message = failure_message(pods, job.failure_message)
+        return stage.model_copy(update={"state": "Failed", "finish_time": rfc3339(now), "message": message})
+    retry = ""
+    if job.failed_pods:
+        retry = f"{RETRY_PREFIX} {job.failed_pods} failed pod(s): {failure_message(pods, '')}"
+    return stage.model_copy(update={"state": "Running", "message": retry, "start_time": stage.start_time or rfc3339(now)})
+
+
+def _completed(stage: StageStatus, node: StageNode, job: JobState, observed: Observed, now: datetime,
+               result: Plan) -> StageStatus:
+    summary, missing = job_summary(node.kind, observed.pods_of(job.name), job.completions)
+    finished = job.completion_time or rfc3339(now)
+    if missing and (now - parse_time(finished)).total_seconds() < SUMMARY_GRACE_S:
+        result.requeue_after = 2.0
+        return stage.model_copy(update={"state": "Running", "message": "waiting for the Job's summary",
+                                        "start_time": stage.start_time or rfc3339(now)})
+    return stage.model_copy(update={"state": "Succeeded", "finish_time": finished, "summary": summary, "message": ""})
+
+
+def _start(owner: Owner, spec: ExperimentSpec, nodes: list[StageNode], stages: list[StageStatus], done: set[str],
+           serve: list[str], observed: Observed, root: str, now: datetime, result: Plan) -> list[StageStatus]:
+    """Create the Jobs of runnable stages that have none; others wait (dependencies, sampler, suspend)."""
+    ready = {p for p in serve if (d := observed.deployments.get(sampler_name(owner.name, p))) and d.ready_replicas}
+    startable = {node.name for node in runnable(nodes, done)}
+    by_name = {node.name: node for node in nodes}
+    updated = []
+    for stage in stages:
+        node = by_name[stage.name]
+        if stage.state != "Pending" or node.name not in startable:
+            updated.append(stage)
+        elif spec.suspend:
+            updated.append(stage.model_copy(update={"message": "suspended"}))
+        elif node.serves and node.serves not in ready:
+            waiting = f"waiting for sampler {sampler_name(owner.name, node.serves)} to be ready"
+            updated.append(stage.model_copy(update={"state": "Waiting", "message": waiting}))
+        else:
+            server = server_ref(owner, node.serves) if node.serves else None
+            config = stage_config(spec, node, root, server, experiment=owner.name, metrics_port=METRICS_PORT)
+            result.apply += stage_children(owner, spec, node, config)
+            updated.append(stage.model_copy(update={"state": "Running", "message": "",
+                                                    "start_time": stage.start_time or rfc3339(now)}))
+    return updated
+
+
+def _reconcile_samplers(owner: Owner, spec: ExperimentSpec, serve: list[str], observed: Observed, root: str,
+                        result: Plan) -> None:
+    replicas = 0 if spec.suspend else spec.sampler.replicas
+    for policy in serve:
+        name = sampler_name(owner.name, policy)
+        deployment = sampler_deployment(owner, spec, policy, policy_model(spec, policy, root), replicas)
+        service = sampler_service(owner, policy)
+        current = observed.deployments.get(name)
+        if current is None or current.spec_hash != _hash(deployment):
+            result.apply.append(deployment)
+        if not observed.has("Service", name) or observed.others[("Service", name)].spec_hash != _hash(service):
+            result.apply.append(service)
+    result.delete += _unneeded_samplers(owner, serve, observed)
+
+
+def _unneeded_samplers(owner: Owner, serve: list[str], observed: Observed) -> list[ChildRef]:
+    wanted = {sampler_name(owner.name, policy) for policy in serve}
+    deployments = [ChildRef("Deployment", name) for name in sorted(observed.deployments) if name not in wanted]
+    services = [ChildRef("Service", child.name) for child in observed.others.values()
+                if child.kind == "Service" and child.component == "sampler" and child.name not in wanted]
+    return deployments + sorted(services, key=lambda ref: ref.name)
+
+
+def _hash(manifest: dict) -> str:
+    return manifest["metadata"]["annotations"]["negrl.io/spec-hash"]
+
+
+def _phase(stages: list[StageStatus], spec: ExperimentSpec, started: bool) -> Phase:
+    if any(stage.state == "Failed" for stage in stages):
+        return "Failed"
+    if all(stage.state == "Succeeded" for stage in stages):
+        return "Succeeded"
+    if spec.suspend:
+        return "Suspended"
+    return "Running" if started or any(stage.state == "Running" for stage in stages) else "Pending"
+
+
+def _status(old: ExperimentStatus, stages: list[StageStatus], spec: ExperimentSpec, nodes: list[StageNode],
+            now: datetime) -> ExperimentStatus:
+    phase = _phase(stages, spec, old.start_time is not None)
+    running = [s.name for s in stages if s.state == "Running"] or [s.name for s in stages if s.state == "Waiting"]
+    failed = [s for s in stages if s.state == "Failed"]
+    message = f"stage {failed[0].name} failed: {failed[0].message}" if failed else ""
+    if not message and phase != "Succeeded":
+        message = next((f"{s.name}: {s.message}" for s in stages if s.state == "Waiting"), "")
+    policy_of = {node.name: node.serves for node in nodes if node.kind == "evaluate"}
+    return old.model_copy(update={
+        "phase": phase, "stage": ",".join(s.name for s in failed) if failed else ",".join(running),
+        "message": message, "stages": stages, "results": results(stages, policy_of),
+        "start_time": old.start_time or (rfc3339(now) if phase in ("Running", "Failed", "Succeeded") else None),
+        "finish_time": (old.finish_time or rfc3339(now)) if phase in TERMINAL_PHASES else None,
+    })
+
+
+def _with_conditions(new: ExperimentStatus, old: ExperimentStatus, generation: int, now: datetime) -> ExperimentStatus:
+    new = new.model_copy(update={"observed_generation": generation})
+    return new.model_copy(update={"conditions": conditions(new, old, generation, rfc3339(now))})
+
+
+def _finish(owner: Owner, generation: int, old: ExperimentStatus, new: ExperimentStatus, observed: Observed,
+            now: datetime) -> Plan:
+    """Terminal: nothing is created; samplers and active Jobs go (their GPUs are no longer needed)."""
+    if old.phase in TERMINAL_PHASES:
+        new = old
+    active = [job.name for job in observed.jobs.values() if not (job.complete or job.failed)]
+    delete = [ChildRef("Job", name) for name in sorted(active)] + _unneeded_samplers(owner, [], observed)
+    status = _with_conditions(new, old, generation, now)
+    return Plan(delete=delete, status=status, events=events(old, status))

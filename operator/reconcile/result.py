@@ -1,0 +1,78 @@
+"""Results of an experiment, read from the summaries its stage Jobs left (pure).
+
+Summary fields by stage (see termination.py): sample {questions, samples, correct, wrong,
+unparseable}, credit {negatives, pits, rollouts, generated_tokens}, pairs {rft, step_pairs,
+outcome_pairs}, evaluate {policy, pass1, pass1_ci_low, pass1_ci_high, passk, k, questions}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from negrl_operator.api.artifact import merge_summaries
+from negrl_operator.api.status import ExperimentResults, PolicyResult, ResultCounts, StageStatus
+from negrl_operator.reconcile.observation import PodReport, parse_summary
+
+MERGED_KINDS = ("sample", "credit")  # shards of these add up; other stages report from pod 0
+# ResultCounts field <- (stage kind, summary key)
+COUNT_SOURCES: dict[str, tuple[str, str]] = {
+    "questions": ("sample", "questions"), "samples": ("sample", "samples"), "positives": ("sample", "correct"),
+    "negatives": ("sample", "wrong"), "unparseable": ("sample", "unparseable"), "pits": ("credit", "pits"),
+    "rollouts": ("credit", "rollouts"), "generated_tokens": ("credit", "generated_tokens"),
+    "rft_examples": ("pairs", "rft"), "step_pairs": ("pairs", "step_pairs"), "outcome_pairs": ("pairs", "outcome_pairs"),
+}
+
+
+def job_summary(kind: str, pods: list[PodReport], completions: int) -> tuple[dict[str, Any], int]:
+    """The stage summary from its succeeded pods (one per completion index) and how many are missing."""
+    by_index: dict[int, dict] = {}
+    for pod in sorted(pods, key=lambda p: p.finished_at or ""):
+        summary = parse_summary(pod.message) if pod.phase == "Succeeded" else None
+        if summary is not None:
+            by_index[pod.index] = summary
+    missing = sum(1 for index in range(completions) if index not in by_index)
+    if kind in MERGED_KINDS:
+        return merge_summaries([by_index[i] for i in sorted(by_index)]), missing
+    first = by_index.get(0, next(iter(by_index.values()), {}))
+    return first, (0 if 0 in by_index else 1)
+
+
+def failure_message(pods: list[PodReport], fallback: str) -> str:
+    """The termination message of the last failed pod (a kubelet sets it: the stage's error line)."""
+    failed = sorted((p for p in pods if p.phase == "Failed"), key=lambda p: p.finished_at or "")
+    for pod in reversed(failed):
+        if pod.message and pod.message.strip():
+            summary = parse_summary(pod.message) or {}
+            return str(summary.get("error") or summary.get("message") or pod.message.strip())[-1024:]
+    return fallback or "the Job failed"
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def policy_result(policy: str, summary: dict[str, Any]) -> PolicyResult:
+    k, questions = _number(summary.get("k")), _number(summary.get("questions"))
+    return PolicyResult(
+        policy=policy, accuracy=_number(summary.get("pass1")), accuracy_ci_low=_number(summary.get("pass1_ci_low")),
+        accuracy_ci_high=_number(summary.get("pass1_ci_high")), pass_k=_number(summary.get("passk")),
+        k=int(k) if k is not None else None, questions=int(questions) if questions is not None else None,
+    )
+
+
+def results(stages: list[StageStatus], policy_of: dict[str, str]) -> ExperimentResults:
+    """Accuracy per evaluated policy, counts summed over seeds, and the best policy."""
+    done = [stage for stage in stages if stage.state == "Succeeded"]
+    policies = [policy_result(policy_of[s.name], s.summary) for s in done if s.kind == "evaluate" and s.name in policy_of]
+    counts: dict[str, int] = {}
+    for field, (kind, key) in COUNT_SOURCES.items():
+        values = [_number(s.summary.get(key)) for s in done if s.kind == kind]
+        values = [v for v in values if v is not None]
+        if values:
+            counts[field] = int(sum(values))
+    scored = [p for p in policies if p.accuracy is not None]
+    best = max(scored, key=lambda p: p.accuracy, default=None)
+    return ExperimentResults(
+        policies=policies, counts=ResultCounts(**counts),
+        best_policy=best.policy if best else None, best_accuracy=best.accuracy if best else None,
+    )

@@ -1,0 +1,82 @@
+"""`negrl pairs`: the RFT set, per-step DPO pairs and outcome DPO pairs, in one folder.
+
+Files (PAIR_FILES, one per requested output): rft.jsonl (`Demonstration`), outcome_pairs.jsonl and
+step_pairs.jsonl (`PreferencePair`), each written atomically, then manifest.json (its `files` maps
+each output to its file; `records` lists them). The work is pure and cheap, so it is not split:
+shard 0 builds everything and other shards have nothing to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from negrl_operator.api.artifact import MANIFEST, inputs_hash, read_records, stage_done, write_json_atomic
+from negrl_operator.api.stage_config import PAIR_FILES, PairsStageConfig
+from negrl_operator.api.termination import report_summary
+from negrl_sampler.pairing import outcome_pairs, rft_set, step_pairs
+from negrl_sampler.record import CreditRecord, Sample
+from negrl_sampler.stages.rollout import load_config, load_questions
+
+
+def write_jsonl_atomic(path: Path, records: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(descriptor, "w") as handle:
+        handle.writelines(json.dumps(record, sort_keys=True) + "\n" for record in records)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def build_outputs(config: PairsStageConfig) -> dict[str, list[dict]]:
+    samples = [Sample.model_validate(record) for record in read_records(config.samples_dir)]
+    params = config.params
+    built: dict[str, list] = {}
+    if "rft" in config.outputs:
+        built["rft"] = rft_set(samples, params.rft_per_question)
+    if "outcome" in config.outputs:
+        built["outcome"] = outcome_pairs(samples, params.outcome_pairs_per_question, params.seed)
+    if "step" in config.outputs:
+        credits = [CreditRecord.model_validate(record) for record in read_records(config.credit_dir)]
+        questions = {question.id: question for question in load_questions(config.questions)}
+        built["step"] = step_pairs(credits, samples, questions, params.chosen_source,
+                                   params.step_pairs_per_question, params.seed)
+    return {name: [record.model_dump(mode="json") for record in records] for name, records in built.items()}
+
+
+def pair_summary(outputs: dict[str, list[dict]], chosen_source: str) -> dict:
+    summary: dict = {"chosen_source": chosen_source}
+    for name, records in outputs.items():
+        summary[name] = len(records)
+        summary[f"{name}_questions"] = len({record["question_id"] for record in records})
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = load_config(argv, "pairs", PairsStageConfig)
+    head = {"stage": "pairs", "shard": f"{config.shard_index}/{config.shard_count}",
+            "output_dir": config.output_dir}
+    inputs = inputs_hash(config)
+    if config.shard_index != 0:
+        report_summary({**head, "skipped": "pairs are built by shard 0"})
+        return 0
+    if stage_done(config.output_dir, inputs):
+        report_summary({**head, "resumed": "stage already complete"})
+        return 0
+    try:
+        outputs = build_outputs(config)
+    except (FileNotFoundError, ValueError) as error:
+        report_summary({**head, "error": f"{type(error).__name__}: {error}"})
+        return 1
+    out = Path(config.output_dir)
+    files = {name: PAIR_FILES[name] for name in outputs}
+    for name, records in outputs.items():
+        write_jsonl_atomic(out / files[name], records)
+    summary = pair_summary(outputs, config.params.chosen_source)
+    write_json_atomic(out / MANIFEST, {"inputs_hash": inputs, "shards": 1, "files": files,
+                                       "records": list(files.values()), "summary": summary})
+    report_summary({**head, **summary, "complete": True})
+    return 0
