@@ -34,7 +34,7 @@ from negrl_operator.reconcile.graph import (
     stage_config,
     stage_graph,
 )
-from negrl_operator.report.statistics.writer import write_report
+from negrl_operator.report.writer import write_report
 from negrl_sampler.serving.local_server import ServerStartError, stop_process_group, vllm_available
 
 
