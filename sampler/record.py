@@ -6,7 +6,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from negrl_sampler.grading.grader import Grade
+
+class Grade(BaseModel, frozen=True):
+    """The verdict on one response: right, wrong or unparseable (`correct` None), and why."""
+
+    correct: bool | None  # None == unparseable
+    extracted: str | None
+    reason: str
 
 
 class Record(BaseModel):

@@ -11,7 +11,9 @@ from rich.table import Table
 
 from negrl_operator.api.experiment import NegRLExperiment
 from negrl_operator.reconcile.graph import BASE_POLICY, stage_graph
-from negrl_operator.report.estimate import PolicyResult, markdown_table, results_table, summarise, write_plot
+from negrl_operator.report.estimate import PolicyResult, summarise
+from negrl_operator.report.figure import write_plot
+from negrl_operator.report.table import markdown_table, results_table
 
 PLOT = "accuracy_vs_dsyn.png"
 

@@ -22,23 +22,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import pydantic
-
 from negrl_sampler.grading.answer import TASKS, Task, extract, guess_task, reference_answer, split_sequence
 from negrl_sampler.grading.equivalence import MAX_ANSWER_CHARS, decide
 from negrl_sampler.grading.number import Blocked
 from negrl_sampler.grading.pool import WorkerPool
+from negrl_sampler.record import Grade
 
 MAX_RESPONSE_CHARS = 1_000_000
 COUNTERS = ("graded", "correct", "wrong", "unparseable", "timeouts", "worker_restarts", "symbolic")
 
 __all__ = ["Grade", "Grader", "Task", "grade", "grade_many"]
-
-
-class Grade(pydantic.BaseModel, frozen=True):
-    correct: bool | None  # None == unparseable
-    extracted: str | None
-    reason: str
 
 
 @dataclass(frozen=True)

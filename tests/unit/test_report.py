@@ -6,11 +6,10 @@ from negrl_operator.report.estimate import (
     MethodSummary,
     PolicyResult,
     effective_multiplier,
-    markdown_table,
-    results_table,
     sft_curve,
     summarise,
 )
+from negrl_operator.report.table import markdown_table, results_table
 
 CURVE = [(1, 0.30), (2, 0.40), (4, 0.50), (8, 0.60)]
 
