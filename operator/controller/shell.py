@@ -34,6 +34,7 @@ from negrl_operator.controller.election import elect
 from negrl_operator.controller.kube import EventPoster, Kube, apply_plan
 from negrl_operator.controller.metrics import Heartbeat, OperatorMetrics, serve
 from negrl_operator.controller.workqueue import WorkQueue, retry_delay
+from negrl_operator.reconcile.cleanup import cleanup_job
 from negrl_operator.reconcile.condition import EventRecord, rejected
 from negrl_operator.reconcile.manifest import Owner
 from negrl_operator.reconcile.observation import (
@@ -290,6 +291,7 @@ def build_registry(runtime: Runtime, on_request=None) -> kopf.OperatorRegistry:
         key = (meta["namespace"], meta["name"])
         runtime.metrics.watch_events.labels("NegRLExperiment").inc()
         if type == "DELETED":
+            clean_up(runtime.kube, body)
             runtime.bodies.pop(key, None)
             runtime.written.pop(meta["uid"], None)
             runtime.locks.pop(meta["uid"], None)
@@ -331,6 +333,18 @@ def build_registry(runtime: Runtime, on_request=None) -> kopf.OperatorRegistry:
                 runtime.enqueue((ns, name), "child")
 
     return registry
+
+
+def clean_up(kube: Kube, body) -> None:
+    """storage.onDelete Delete: a Job removes the deleted experiment's artifact folder (best effort)."""
+    meta = body["metadata"]
+    try:
+        job = cleanup_job(Owner(meta["name"], meta["namespace"], meta["uid"]),
+                          ExperimentSpec.model_validate(dict(body.get("spec") or {})))
+        if job is not None:
+            kube.apply(job)
+    except (ValidationError, ApiException) as error:
+        log.warning("no artifact clean-up for %s/%s: %s", meta["namespace"], meta["name"], error)
 
 
 # kopf's default finalizer: versions of this operator that ran a kopf timer put it on every experiment.

@@ -44,11 +44,16 @@ def test_a_recreated_experiment_reruns_every_stage_in_its_own_folder(kube_cluste
     process.start()
     try:
         with Kubelet(api, namespace):
-            kubectl_apply(kube_cluster, example(namespace, "again"), tmp_path)
+            doc = example(namespace, "again")
+            doc["spec"]["storage"]["onDelete"] = "Delete"
+            kubectl_apply(kube_cluster, doc, tmp_path)
             first = wait_for("Succeeded", lambda: experiment(api, namespace, "again"),
                              lambda body: phase(body) == "Succeeded", timeout=150)
             old_uid, old_configs = first["metadata"]["uid"], configs(api, namespace, "again")
             kube_cluster.kubectl("delete", "nrx", "again", "-n", namespace, "--wait=true")
+            batch = client.BatchV1Api(api)
+            cleanup = wait_for("the clean-up Job", lambda: batch.list_namespaced_job(
+                namespace, label_selector="app.kubernetes.io/component=cleanup").items, lambda jobs: jobs, timeout=30)
             changed = example(namespace, "again")
             changed["spec"]["stages"]["sft"]["params"]["learningRate"] = 2e-5
             kubectl_apply(kube_cluster, changed, tmp_path)
@@ -57,6 +62,9 @@ def test_a_recreated_experiment_reruns_every_stage_in_its_own_folder(kube_cluste
                               timeout=150)
     finally:
         process.stop()
+    (job,) = cleanup
+    command = job.spec.template.spec.containers[0].command
+    assert command == ["rm", "-rf", "--", f"/data/experiments/{namespace}/again/{old_uid}"]  # the old run's only
     new_uid, new_configs = second["metadata"]["uid"], configs(api, namespace, "again")
     assert set(new_configs) == set(old_configs) and len(new_configs) == 13
     root = f"/data/experiments/{namespace}/again/{new_uid}"

@@ -181,3 +181,18 @@ def test_minutes_since_is_whole_minutes():
     assert run.status.stage_named("sample").message.endswith("(under 1m)")
     run.step(minutes=1)
     assert run.status.stage_named("sample").message.endswith("(1m)")
+
+
+def test_artifacts_are_retained_by_default_and_deleted_only_in_the_experiments_own_folder():
+    from negrl_operator.reconcile.cleanup import cleanup_job
+
+    run = Run()
+    assert cleanup_job(OWNER, run.spec) is None  # Retain
+    run.change(storage={"claimName": "negrl-data", "onDelete": "Delete"})
+    job = cleanup_job(OWNER, run.spec)
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["rm", "-rf", "--", "/data/negrl/team/exp/uid-1"]
+    assert container["volumeMounts"] == [{"name": "storage", "mountPath": "/data"}]
+    assert job["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"] == {"claimName": "negrl-data"}
+    assert job["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "negrl-operator"  # the admission policy
+    assert "ownerReferences" not in job["metadata"] and job["spec"]["ttlSecondsAfterFinished"] == 600
