@@ -82,9 +82,10 @@ class Kubelet:
         for pod in pods:
             statuses = pod.status.container_statuses or []
             terminated = [s.state.terminated for s in statuses if s.state and s.state.terminated]
-            if pod.status.phase != "Succeeded" or not terminated or terminated[0].message:
+            stage = (pod.metadata.labels or {}).get("negrl.io/stage")  # a clean-up Job's pod has none
+            if pod.status.phase != "Succeeded" or not terminated or terminated[0].message or not stage:
                 continue
-            message = json.dumps(summary_for(pod.metadata.labels["negrl.io/stage"]), separators=(",", ":"))
+            message = json.dumps(summary_for(stage), separators=(",", ":"))
             patched = [client.ApiClient().sanitize_for_serialization(s) for s in statuses]
             for status in patched:
                 status["state"]["terminated"]["message"] = message

@@ -5,7 +5,8 @@ from __future__ import annotations
 import kopf
 from kopf._cogs.structs.references import Resource
 
-from negrl_operator.controller.shell import CHILD_RESOURCES, EVENT_SELECTOR, configure_watches, observe
+from negrl_operator.controller.shell import observe
+from negrl_operator.controller.watch import CHILD_RESOURCES, EVENT_SELECTOR, configure_watches
 from negrl_operator.reconcile.manifest import Owner
 from negrl_operator.reconcile.observation import JobState, PodReport, Problem
 
