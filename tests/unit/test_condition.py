@@ -196,3 +196,31 @@ def test_artifacts_are_retained_by_default_and_deleted_only_in_the_experiments_o
     assert job["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"] == {"claimName": "negrl-data"}
     assert job["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "negrl-operator"  # the admission policy
     assert "ownerReferences" not in job["metadata"] and job["spec"]["ttlSecondsAfterFinished"] == 600
+
+
+def test_an_experiment_in_flight_under_the_previous_version_carries_on():
+    """tests/unit/golden/status-v0.json: the status the previous version (45f88df) wrote mid-experiment
+    (sample and eval-sft running, a sample pod failed), from its own planner."""
+    import json
+    from pathlib import Path
+
+    old = json.loads((Path(__file__).parent / "golden" / "status-v0.json").read_text())
+    run = Run()
+    run.status = parse_status(old)
+    assert [c.type for c in run.status.conditions] == ["Ready", "Progressing", "Degraded"]
+    assert run.state("sft") == "Succeeded" and run.status.stage_named("prepare").summary["train"] == 500
+    result = run.step()  # the new operator's first reconcile (an empty simulated cluster: the sampler again)
+    assert [c.type for c in run.status.conditions] == ["Ready", "Reconciling", "Stalled", "Progressing", "Degraded"]
+    assert ("Deployment", "exp-sampler-sft") in [(m["kind"], m["metadata"]["name"]) for m in result.apply]
+    assert run.status.stage_named("sample").artifact == "/data/negrl/team/exp/sample"
+    for _ in range(30):
+        run.cluster.ready()
+        run.cluster.finish_running()
+        run.step()
+        if run.status.phase == "Succeeded":
+            break
+    assert run.status.phase == "Succeeded"
+    configs = [json.loads(body["data"]["stage.json"]) for (kind, _), body in run.cluster.objects.items()
+               if kind == "ConfigMap" and "stage.json" in body.get("data", {})]
+    assert configs and all(c["outputDir"].startswith("/data/negrl/team/exp/") for c in configs)
+    assert not any("uid-1" in json.dumps(c) for c in configs)  # its inputs stay where the old version put them
