@@ -111,7 +111,7 @@ def handle(runtime: Runtime, key: Key) -> float | None:
     """Reconcile one queued experiment; the one place errors are mapped (and counted). Returns when
     to reconcile it next: the plan's requeue, a back-off after an error, or the safety-net interval."""
     body = runtime.bodies.get(key)
-    trigger = runtime.triggers.pop(key, "timer")
+    trigger = runtime.triggers.pop(key, "requeue")  # no event queued it: requeue_after, back-off or safety net
     if body is None or runtime.indices is None:
         return None
     try:
