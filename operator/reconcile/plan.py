@@ -12,6 +12,11 @@ Rules:
 - `suspend`: samplers scale to zero, running Jobs are suspended, no Job is created.
 - Succeeded and Failed are terminal: no child is created again; samplers and still-active Jobs are
   deleted.
+- A stage that does not progress says why with a reason (a stuck pod's ImagePullBackOff,
+  Unschedulable, ..., a Job's FailedCreate, a retried pod's OOMKilled/Evicted, SamplerNotReady) and
+  since when; condition.py turns the reasons into kstatus conditions and Events.
+- Artifacts live under the experiment's uid (graph.storage_root), except for an experiment a
+  version without the uid started: it keeps its root.
 """
 
 from __future__ import annotations
