@@ -237,7 +237,12 @@ class StorageSpec(Strict):
     mount_path: str = Field("/data", pattern=r"^/", description="Where the volume is mounted in every pod.")
     path: str = Field(
         "negrl", pattern=r"^[^/].*$|^$",
-        description="Folder in the volume; artifacts go to <mountPath>/<path>/<namespace>/<experiment>/<stage>/.",
+        description="Folder in the volume; artifacts go to <mountPath>/<path>/<namespace>/<experiment>/<uid>/<stage>/.",
+    )
+    on_delete: Literal["Retain", "Delete"] = Field(
+        "Retain", description="Retain: deleting the experiment keeps its artifacts. Delete: a Job removes its folder "
+                              "<mountPath>/<path>/<namespace>/<experiment>/<uid> (best effort: only while the "
+                              "operator runs).",
     )
 
 

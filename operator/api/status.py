@@ -13,7 +13,7 @@ from negrl_operator.api.stage_config import Strict
 Phase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed"]
 TERMINAL_PHASES = ("Succeeded", "Failed")
 StageState = Literal["Pending", "Waiting", "Running", "Succeeded", "Failed"]
-ConditionType = Literal["Ready", "Progressing", "Degraded"]
+ConditionType = Literal["Ready", "Reconciling", "Stalled", "Progressing", "Degraded"]
 
 
 def rfc3339(moment: datetime) -> str:
@@ -25,7 +25,7 @@ def parse_time(text: str) -> datetime:
 
 
 class Condition(Strict):
-    type: ConditionType = Field(description="Ready, Progressing or Degraded.")
+    type: ConditionType = Field(description="Ready, Reconciling, Stalled (kstatus), Progressing or Degraded.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(description="CamelCase reason of the last transition.")
     message: str = Field("", description="Human-readable detail.")
@@ -42,6 +42,9 @@ class StageStatus(Strict):
     artifact: str | None = Field(None, description="The stage's artifact folder on the storage volume.")
     job: str | None = Field(None, description="Name of the stage's Job.")
     message: str = Field("", description="Why it waits, or the failed Job's termination message.")
+    reason: str = Field("", description="Machine-readable cause of the message: SamplerNotReady, ImagePullBackOff, "
+                                        "Unschedulable, FailedCreate, CrashLoopBackOff, OOMKilled, Evicted, PodFailed.")
+    since: str | None = Field(None, description="When the current reason was first observed (RFC 3339).")
     summary: dict[str, Any] = Field(default_factory=dict, description="The Job's summary (termination message).")
 
 
@@ -85,10 +88,44 @@ class ExperimentStatus(Strict):
     finish_time: str | None = Field(None, description="When it reached Succeeded or Failed (RFC 3339).")
     stages: list[StageStatus] = Field(default_factory=list, description="Every stage of the graph, in order.")
     results: ExperimentResults = Field(default_factory=ExperimentResults, description="Accuracies and counts.")
-    conditions: list[Condition] = Field(default_factory=list, description="Ready, Progressing and Degraded.")
+    conditions: list[Condition] = Field(default_factory=list,
+                                        description="Ready, Reconciling, Stalled, Progressing and Degraded.")
 
     def stage_named(self, name: str) -> StageStatus | None:
         return next((stage for stage in self.stages if stage.name == name), None)
 
     def condition(self, kind: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == kind), None)
+
+
+def parse_status(raw: dict | None) -> ExperimentStatus:
+    """A status as any version of the operator wrote it: fields this version does not know are dropped
+    and a field it cannot read is reset (the next reconcile recomputes it from the children), so an
+    upgrade never turns a running experiment into an invalid one."""
+    try:
+        return ExperimentStatus.model_validate(dict(raw or {}))
+    except ValueError:
+        pass
+    known = _known(ExperimentStatus, dict(raw or {}))
+    stages = [_lenient(StageStatus, _known(StageStatus, s)) for s in known.pop("stages", []) if isinstance(s, dict)]
+    conditions = [_lenient(Condition, _known(Condition, c)) for c in known.pop("conditions", []) if isinstance(c, dict)]
+    status = _lenient(ExperimentStatus, known) or ExperimentStatus()
+    return status.model_copy(update={"stages": [s for s in stages if s is not None],
+                                     "conditions": [c for c in conditions if c is not None]})
+
+
+def _known(model: type[Strict], raw: dict) -> dict:
+    names = {info.alias or name for name, info in model.model_fields.items()} | set(model.model_fields)
+    return {key: value for key, value in raw.items() if key in names}
+
+
+def _lenient(model: type[Strict], raw: dict):
+    """The model from `raw`, leaving out the fields whose value does not validate (None if a required one fails)."""
+    try:
+        return model.model_validate(raw)
+    except ValueError as error:
+        bad = {str(e["loc"][0]) for e in error.errors() if e.get("loc")}  # type: ignore[attr-defined]
+        try:
+            return model.model_validate({k: v for k, v in raw.items() if k not in bad})
+        except ValueError:
+            return None

@@ -120,23 +120,36 @@ class EventPoster:
                 log.warning("could not post event %s for %s/%s: %s", event.reason, owner.namespace, owner.name, error)
 
 
-def apply_plan(kube: Kube, owner: Owner, plan: Plan, status_changed: bool, events: EventPoster | None = None) -> None:
+def apply_plan(kube: Kube, owner: Owner, plan: Plan, status_changed: bool, events: EventPoster | None = None,
+               ordered: bool = False) -> None:
     """Every write of the plan at once: a reconcile costs one round trip, not one per child. The order
     does not matter to correctness: a status that records a stage as Running whose Job could not be
-    created makes the next plan create it again. Events go to the poster (inline without one)."""
+    created makes the next plan create it again. `ordered` (after a refused write) writes the status
+    only once the children were accepted, so a child refused again leaves the reported refusal in
+    place. Events go to the poster (inline without one)."""
     calls = [lambda m=manifest: kube.apply(m) for manifest in plan.apply]
     calls += [lambda n=name, s=suspend: kube.merge_patch("Job", owner.namespace, n, {"spec": {"suspend": s}})
               for name, suspend in sorted(plan.suspend.items())]
     calls += [lambda r=ref: kube.delete(r.kind, owner.namespace, r.name) for ref in plan.delete]
-    if status_changed:
-        status = {"status": plan.status.model_dump(mode="json", by_alias=True)}
-        calls.append(lambda: kube.merge_patch(KIND, owner.namespace, owner.name, status, "status"))
-    if len(calls) == 1:
-        calls[0]()
-    for future in [kube.pool.submit(call) for call in calls] if len(calls) > 1 else []:
-        future.result()  # the first error propagates (after every call has been sent)
+    status = [lambda: kube.merge_patch(KIND, owner.namespace, owner.name,
+                                       {"status": plan.status.model_dump(mode="json", by_alias=True)}, "status")]
+    status = status if status_changed else []
+    if ordered:
+        _all(kube, calls)
+        _all(kube, status)
+    else:
+        _all(kube, calls + status)
     for event in plan.events:
         if events is not None:
             events.post(owner, event)
         else:
             kube.post_event(owner, event)
+
+
+def _all(kube: Kube, calls: list) -> None:
+    """Run the calls in parallel; the first error propagates (after every call has been sent)."""
+    if len(calls) == 1:
+        calls[0]()
+        return
+    for future in [kube.pool.submit(call) for call in calls] if len(calls) > 1 else []:
+        future.result()

@@ -57,6 +57,11 @@ class OperatorMetrics:
         )
         self.transitions = Counter("negrl_operator_stage_transitions_total", "Stage state changes.", ["kind", "state"],
                                    registry=r)
+        self.watch_events = Counter("negrl_operator_watch_events_total",
+                                    "Watch events the operator received, by kind.", ["kind"], registry=r)
+        self.foreign_events = Counter("negrl_operator_foreign_watch_events_total",
+                                      "Watch events of objects the operator does not manage (0 with server-side "
+                                      "selectors).", ["kind"], registry=r)
         self.last_reconcile = Gauge("negrl_operator_last_reconcile_timestamp_seconds",
                                     "Unix time of the last successful reconcile.", registry=r)
         self._phases: dict[tuple[str, str], str] = {}

@@ -1,14 +1,18 @@
-"""The kopf shell: observe -> plan -> apply -> status, on create/resume/update and on a timer.
+"""The kopf shell: observe -> plan -> apply -> status, whenever an experiment or one of its children changes.
 
-Children are observed through kopf indices (filled from watch streams), so a reconcile reads
-nothing from the API server; it writes only what the plan changes (server-side apply with one field
-manager, deletes, suspension, the status when it changed, Events). Errors propagate to the handler
-wrapper, which maps them once: API errors and conflicts are retried, an invalid spec is reported.
+kopf watches (server-side filtered to our children) fill indices, so a reconcile reads nothing from
+the API server; every watch event queues its experiment on the work queue (workqueue.py), whose
+workers reconcile it; a slow timer per key is only a safety net. A reconcile writes only what the
+plan changes (server-side apply with one field manager, deletes, suspension, the status when it
+changed, Events). Errors are mapped once, in `handle`: API errors back off exponentially, a refused
+spec or child is reported as Stalled with the server's message. No kopf handler that needs a
+finalizer is registered, so deleting an experiment never waits for the operator.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import threading
@@ -17,34 +21,26 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import aiohttp
 import kopf
 from kubernetes import config as kube_config
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from negrl_operator.api.experiment import GROUP, PLURAL, VERSION, ExperimentSpec
-from negrl_operator.api.status import ExperimentStatus
+from negrl_operator.api.experiment import KIND, ExperimentSpec
+from negrl_operator.api.status import ExperimentStatus, parse_status, rfc3339
+from negrl_operator.controller.election import elect
 from negrl_operator.controller.kube import EventPoster, Kube, apply_plan
 from negrl_operator.controller.metrics import Heartbeat, OperatorMetrics, serve
-from negrl_operator.reconcile.condition import EventRecord
+from negrl_operator.controller.watch import build_registry
+from negrl_operator.controller.workqueue import WorkQueue, retry_delay
+from negrl_operator.reconcile.condition import EventRecord, rejected
 from negrl_operator.reconcile.manifest import Owner
-from negrl_operator.reconcile.observation import (
-    INSTANCE_LABEL,
-    JOB_NAME_LABEL,
-    MANAGED_BY_LABEL,
-    MANAGER,
-    Observed,
-    child_state,
-    deployment_state,
-    job_state,
-    pod_report,
-)
-from negrl_operator.reconcile.plan import plan
+from negrl_operator.reconcile.observation import Observed
+from negrl_operator.reconcile.plan import Plan, plan
 
 log = logging.getLogger("negrl.operator")
-MANAGED = {MANAGED_BY_LABEL: MANAGER}
+Key = tuple[str, str]  # (namespace, name) of an experiment
 
 
 @dataclass
@@ -53,34 +49,42 @@ class Runtime:
     metrics: OperatorMetrics
     heartbeat: Heartbeat
     events: EventPoster | None = None
-    interval_s: float = 10.0
+    interval_s: float = 300.0  # the safety net: child events drive reconciles
     workers: int = 8
     locks: defaultdict = field(default_factory=lambda: defaultdict(threading.Lock))
     written: dict[str, ExperimentStatus] = field(default_factory=dict)  # uid -> last status we wrote
+    bodies: dict[Key, object] = field(default_factory=dict)  # (namespace, name) -> latest experiment body
+    triggers: dict[Key, str] = field(default_factory=dict)  # why a key was queued (a metrics label)
+    failures: dict[Key, int] = field(default_factory=dict)  # consecutive failed reconciles of a key
+    indices: dict | None = None
+    queue: WorkQueue | None = None
 
     def recorded(self, uid: str, status: dict | None) -> ExperimentStatus:
         """Our last write wins over the (possibly older) status the watch delivered with the body."""
-        return self.written.get(uid) or ExperimentStatus.model_validate(dict(status or {}))
+        return self.written.get(uid) or parse_status(status)
+
+    def enqueue(self, key: Key, trigger: str, delay_s: float = 0.0) -> None:
+        self.triggers.setdefault(key, trigger)
+        if self.queue is not None:
+            self.queue.add(key, delay_s)
 
 
-def _key(namespace: str | None, labels) -> tuple[str | None, str | None]:
-    return namespace, labels.get(INSTANCE_LABEL)
-
-
-def observe(owner: Owner, jobs, deployments, others, pods) -> Observed:
+def observe(owner: Owner, jobs, deployments, others, pods, job_events=None) -> Observed:
     """This experiment's children from the indices (children of a same-named predecessor are ignored)."""
     key = (owner.namespace, owner.name)
     own_jobs = {job.name: job for job in jobs.get(key, []) if job.owner_uid == owner.uid}
     job_uids = {job.uid for job in own_jobs.values()}
+    events = job_events or {}
     return Observed(
         jobs=own_jobs,
         deployments={d.name: d for d in deployments.get(key, []) if d.owner_uid == owner.uid},
         others={(c.kind, c.name): c for c in others.get(key, []) if c.owner_uid == owner.uid},
-        pods=tuple(pod for pod in pods.get(key, []) if pod.owner_uid in job_uids),
+        pods=tuple(pod for pod in pods.get(key, []) if pod.owner_uid in job_uids or (not pod.job and pod.policy)),
+        job_events={name: found[-1] for name in own_jobs if (found := list(events.get((owner.namespace, name), ())))},
     )
 
 
-def reconcile(runtime: Runtime, trigger: str, body, indices: dict) -> None:
+def reconcile(runtime: Runtime, trigger: str, body, indices: dict, ordered: bool = False) -> Plan:
     meta = body["metadata"]
     owner = Owner(meta["name"], meta["namespace"], meta["uid"])
     started = time.perf_counter()
@@ -88,9 +92,9 @@ def reconcile(runtime: Runtime, trigger: str, body, indices: dict) -> None:
         spec = ExperimentSpec.model_validate(dict(body.get("spec") or {}))
         recorded = runtime.recorded(owner.uid, body.get("status"))
         observed = observe(owner, indices["negrl_jobs"], indices["negrl_deployments"], indices["negrl_children"],
-                           indices["negrl_pods"])
+                           indices["negrl_pods"], indices.get("negrl_job_events"))
         result = plan(owner, int(meta.get("generation") or 0), spec, recorded, observed, datetime.now(UTC))
-        apply_plan(runtime.kube, owner, result, result.status != recorded, runtime.events)
+        apply_plan(runtime.kube, owner, result, result.status != recorded, runtime.events, ordered)
         runtime.written[owner.uid] = result.status
     for stage in result.status.stages:
         before = recorded.stage_named(stage.name)
@@ -100,132 +104,66 @@ def reconcile(runtime: Runtime, trigger: str, body, indices: dict) -> None:
     runtime.metrics.reconcile_seconds.labels(trigger).observe(time.perf_counter() - started)
     runtime.metrics.reconciles.labels(trigger).inc()
     runtime.heartbeat.beat()
+    return result
 
 
-def handle(runtime: Runtime, trigger: str, body, indices: dict) -> None:
-    """The one place errors are mapped to kopf outcomes (and counted)."""
+def handle(runtime: Runtime, key: Key) -> float | None:
+    """Reconcile one queued experiment; the one place errors are mapped (and counted). Returns when
+    to reconcile it next: the plan's requeue, a back-off after an error, or the safety-net interval."""
+    body = runtime.bodies.get(key)
+    trigger = runtime.triggers.pop(key, "requeue")  # no event queued it: requeue_after, back-off or safety net
+    if body is None or runtime.indices is None:
+        return None
     try:
-        reconcile(runtime, trigger, body, indices)
+        result = reconcile(runtime, trigger, body, runtime.indices, ordered=key in runtime.failures)
     except ValidationError as error:
         runtime.metrics.errors.labels("InvalidSpec").inc()
-        meta = body["metadata"]
-        owner = Owner(meta["name"], meta["namespace"], meta["uid"])
-        runtime.kube.post_event(owner, EventRecord("Warning", "InvalidSpec", str(error)[:1000]))  # not queued: rare
-        raise kopf.PermanentError(f"invalid spec: {error}") from error
+        report_rejection(runtime, body, "InvalidSpec", f"invalid spec: {error}")
+        return None  # until the spec changes (its event queues the key again)
     except ApiException as error:
+        failures = runtime.failures[key] = runtime.failures.get(key, 0) + 1
         runtime.metrics.errors.labels(f"Api{error.status}").inc()
-        raise kopf.TemporaryError(f"API error {error.status}: {error.reason}", delay=min(runtime.interval_s, 5)) from error
+        runtime.heartbeat.beat()  # the operator works; this experiment's child is refused or the server busy
+        if error.status in REJECTED_STATUSES:
+            report_rejection(runtime, body, "ApplyRejected", f"API error {error.status}: {_api_message(error)}")
+        log.warning("reconcile of %s/%s: API error %s (attempt %d)", *key, error.status, failures)
+        return retry_delay(failures)
     except Exception:
         runtime.metrics.errors.labels("Unexpected").inc()
-        raise
+        failures = runtime.failures[key] = runtime.failures.get(key, 0) + 1
+        log.exception("reconcile of %s/%s failed", *key)
+        return retry_delay(failures)
+    runtime.failures.pop(key, None)
+    return min(result.requeue_after or runtime.interval_s, runtime.interval_s)
 
 
-def register_indices(registry: kopf.OperatorRegistry) -> None:
-    @kopf.index("batch", "v1", "jobs", labels=MANAGED, registry=registry, id="negrl_jobs")
-    def negrl_jobs(namespace, labels, body, **_):
-        return {_key(namespace, labels): job_state(body)}
-
-    @kopf.index("apps", "v1", "deployments", labels=MANAGED, registry=registry, id="negrl_deployments")
-    def negrl_deployments(namespace, labels, body, **_):
-        return {_key(namespace, labels): deployment_state(body)}
-
-    @kopf.index("v1", "services", labels=MANAGED, registry=registry, id="negrl_services")
-    def negrl_services(namespace, labels, body, **_):
-        return {_key(namespace, labels): child_state({**body, "kind": "Service"})}
-
-    @kopf.index("v1", "configmaps", labels=MANAGED, registry=registry, id="negrl_configmaps")
-    def negrl_configmaps(namespace, labels, body, **_):
-        return {_key(namespace, labels): child_state({**body, "kind": "ConfigMap"})}
-
-    @kopf.index("v1", "pods", labels={**MANAGED, JOB_NAME_LABEL: kopf.PRESENT}, registry=registry, id="negrl_pods")
-    def negrl_pods(namespace, labels, body, **_):
-        return {_key(namespace, labels): pod_report(body)}
+REJECTED_STATUSES = (400, 403, 404, 422)  # the server refused what we sent: retrying alone will not help
 
 
-class _Merged:
-    """Services and ConfigMaps, read as one index."""
-
-    def __init__(self, *indices):
-        self.indices = indices
-
-    def get(self, key, default=()):
-        return [value for index in self.indices for value in index.get(key, [])]
+def _api_message(error: ApiException) -> str:
+    try:
+        return str(json.loads(error.body or "{}").get("message") or error.reason)[:900]
+    except (ValueError, AttributeError):
+        return str(error.reason)
 
 
-def counting_login(on_request=None):
-    """kopf's login through the kubernetes client's config, with an HTTP session that counts and
-    times every request kopf makes (watches, its own patches)."""
-
-    async def login(**kwargs):
-        info = kopf.login_via_client(**kwargs)
-        trace = aiohttp.TraceConfig()
-
-        async def start(session, context, params):
-            context.started = time.perf_counter()
-
-        async def end(session, context, params):
-            if on_request:
-                on_request(params.method, time.perf_counter() - context.started)
-
-        trace.on_request_start.append(start)
-        trace.on_request_end.append(end)
-        trace.on_request_exception.append(end)
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ssl=info.as_ssl_context()), headers=info.as_http_headers(),
-            trace_configs=[trace],
-        )
-        return kopf.AiohttpSession(server=info.server, default_namespace=info.default_namespace,
-                                   aiohttp_session=session)
-
-    return login
-
-
-def build_registry(runtime: Runtime, on_request=None) -> kopf.OperatorRegistry:
-    registry = kopf.OperatorRegistry()
-    register_indices(registry)
-
-    @kopf.on.startup(registry=registry, id="configure")
-    def configure(settings: kopf.OperatorSettings, **_):
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=GROUP, key="last-handled-configuration")
-        settings.posting.enabled = False
-        settings.execution.max_workers = runtime.workers
-        settings.watching.server_timeout = 300
-
-    kopf.on.login(registry=registry, id="login")(counting_login(on_request))
-
-    def indices(kwargs: dict) -> dict:
-        merged = _Merged(kwargs["negrl_services"], kwargs["negrl_configmaps"])
-        return {"negrl_jobs": kwargs["negrl_jobs"], "negrl_deployments": kwargs["negrl_deployments"],
-                "negrl_children": merged, "negrl_pods": kwargs["negrl_pods"]}
-
-    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, id="reconcile-resume")
-    def on_resume(body, **kwargs):
-        handle(runtime, "resume", body, indices(kwargs))
-
-    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, id="reconcile-create")
-    def on_create(body, **kwargs):
-        handle(runtime, "create", body, indices(kwargs))
-
-    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry, id="reconcile-update")
-    def on_update(body, **kwargs):
-        handle(runtime, "update", body, indices(kwargs))
-
-    @kopf.timer(GROUP, VERSION, PLURAL, interval=runtime.interval_s, initial_delay=runtime.interval_s,
-                registry=registry, id="reconcile-timer")
-    def on_timer(body, **kwargs):
-        handle(runtime, "timer", body, indices(kwargs))
-
-    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="forget-deleted")
-    def on_event(type, body, **_):  # noqa: A002 (kopf's name)
-        if type == "DELETED":
-            meta = body["metadata"]
-            runtime.written.pop(meta["uid"], None)
-            runtime.locks.pop(meta["uid"], None)
-            runtime.metrics.forget(meta["namespace"], meta["name"])
-
-    return registry
+def report_rejection(runtime: Runtime, body, reason: str, message: str) -> None:
+    """Stalled with the server's words in the status, and a Warning Event when that is news."""
+    meta = body["metadata"]
+    owner = Owner(meta["name"], meta["namespace"], meta["uid"])
+    recorded = runtime.recorded(owner.uid, body.get("status"))
+    status = rejected(recorded, reason, message, int(meta.get("generation") or 0), rfc3339(datetime.now(UTC)))
+    if status == recorded:
+        return
+    before = recorded.condition("Stalled")
+    try:
+        runtime.kube.merge_patch(KIND, owner.namespace, owner.name,
+                                 {"status": status.model_dump(mode="json", by_alias=True)}, "status")
+        runtime.written[owner.uid] = status
+    except ApiException as error:
+        log.warning("could not report %s on %s/%s: %s", reason, owner.namespace, owner.name, error.status)
+    if before is None or (before.reason, before.message) != (reason, message):
+        runtime.kube.post_event(owner, EventRecord("Warning", reason, message[:1000]))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -235,12 +173,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="watch only this namespace (repeatable); default: every namespace")
     parser.add_argument("--port", type=int, default=int(env("NEGRL_OPERATOR_PORT", "8080")),
                         help="port of /metrics and /healthz")
-    parser.add_argument("--interval", type=float, default=float(env("NEGRL_RECONCILE_INTERVAL", "10")),
-                        help="seconds between periodic reconciles of each experiment")
+    parser.add_argument("--interval", type=float, default=float(env("NEGRL_RECONCILE_INTERVAL", "300")),
+                        help="seconds between safety-net reconciles of each experiment (child events drive the rest)")
     parser.add_argument("--stall-after", type=float, default=float(env("NEGRL_STALL_AFTER", "0")),
-                        help="/healthz fails when no reconcile finished for this long (default: 10 intervals, >= 60s)")
+                        help="/healthz fails when no reconcile finished for this long (default: 2 intervals, >= 60s)")
     parser.add_argument("--workers", type=int, default=int(env("NEGRL_OPERATOR_WORKERS", "8")),
                         help="reconciles running at once")
+    parser.add_argument("--leader-elect", action="store_true", default=env("NEGRL_LEADER_ELECT", "") == "true",
+                        help="run only while holding the Lease --lease-name in --lease-namespace (several replicas)")
+    parser.add_argument("--lease-name", default=env("NEGRL_LEASE_NAME", "negrl-operator"))
+    parser.add_argument("--lease-namespace", default=env("NEGRL_LEASE_NAMESPACE", env("POD_NAMESPACE", "default")))
+    parser.add_argument("--lease-duration", type=float, default=float(env("NEGRL_LEASE_DURATION", "15")),
+                        help="seconds a stopped leader's Lease blocks the next one")
     parser.add_argument("--verbose", action="store_true")
     return parser.parse_args(argv)
 
@@ -259,17 +203,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.verbose:  # kopf logs every handler run at INFO: one line per experiment per interval
+    if not args.verbose:  # kopf logs every handler run at INFO: one line per experiment per event
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     metrics = OperatorMetrics()
-    stall = args.stall_after or max(60.0, 10 * args.interval)
+    stall = args.stall_after or max(60.0, 2 * args.interval)
     heartbeat = Heartbeat(metrics, stall)
     kube = Kube(load_kube_config(), on_request=metrics.request_observer("negrl"))
+    serve(metrics, heartbeat, args.port)
+    if args.leader_elect:
+        elect(args.lease_name, args.lease_namespace, args.lease_duration)  # blocks while another replica leads
     runtime = Runtime(kube=kube, metrics=metrics, heartbeat=heartbeat, events=EventPoster(kube),
                       interval_s=args.interval, workers=args.workers)
+    runtime.queue = WorkQueue(lambda key: handle(runtime, key), workers=args.workers)
     registry = build_registry(runtime, on_request=metrics.request_observer("kopf"))
-    serve(metrics, heartbeat, args.port)
-    log.info("negrl operator: metrics and /healthz on :%d, reconcile every %.1fs", args.port, args.interval)
+    log.info("negrl operator: metrics and /healthz on :%d, safety-net reconcile every %.0fs", args.port, args.interval)
     kopf.run(registry=registry, standalone=True, clusterwide=not args.namespace, namespaces=args.namespace or (),
              priority=0)
     return 0

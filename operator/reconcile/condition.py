@@ -1,4 +1,5 @@
-"""Conditions (Ready, Progressing, Degraded) and Events, derived from the old and new status (pure)."""
+"""Conditions (kstatus Ready, Reconciling, Stalled; Progressing, Degraded) and Events, derived from the old
+and new status (pure)."""
 
 from __future__ import annotations
 
@@ -24,20 +25,68 @@ def _condition(kind: str, true: bool, reason: str, message: str, generation: int
                      observed_generation=generation)
 
 
+# Stage reasons that do not clear without a change (image, spec, quota, placement, a crashing
+# container): kstatus Stalled. OOMKilled and Evicted pods are retried by the Job: Degraded only.
+STALLED_REASONS = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CrashLoopBackOff",
+                   "CreateContainerConfigError", "CreateContainerError", "Unschedulable", "FailedCreate")
+REJECTED_REASONS = ("InvalidSpec", "ApplyRejected")  # set by the shell: the spec or a child was refused
+
+
+def _blocking(status: ExperimentStatus) -> StageStatus | None:
+    """The first stage whose reason explains why the experiment does not progress."""
+    active = [s for s in status.stages if s.state in ("Running", "Waiting") and s.reason]
+    return next((s for s in active if s.reason in STALLED_REASONS), active[0] if active else None)
+
+
 def conditions(status: ExperimentStatus, old: ExperimentStatus, generation: int, now: str) -> list[Condition]:
+    """kstatus's Ready/Reconciling/Stalled (Ready only once Succeeded: a Failed experiment is not
+    Ready) and the older Progressing/Degraded pair, each with a machine-readable reason."""
     phase, message = status.phase, status.message
     retrying = [s for s in status.stages if s.state == "Running" and s.message.startswith(RETRY_PREFIX)]
     degraded_reason = "StageFailed" if phase == "Failed" else ("PodFailed" if retrying else "AsExpected")
     degraded_message = message if phase == "Failed" else "; ".join(f"{s.name}: {s.message}" for s in retrying)
+    if retrying and phase != "Failed" and retrying[0].reason not in ("", "PodFailed"):
+        degraded_reason = retrying[0].reason  # OOMKilled, Evicted
     progressing_reason = {"Pending": "Waiting", "Running": "StagesRunning"}.get(phase, phase)
     progressing_message = f"running: {status.stage}" if status.stage and phase == "Running" else message
+    blocking = _blocking(status)
+    failed = next((s for s in status.stages if s.state == "Failed"), None)
+    stalled_reason = ""
+    if phase == "Failed":
+        stalled_reason = failed.reason if failed is not None and failed.reason not in ("", "JobFailed") else "StageFailed"
+    elif blocking is not None and blocking.reason in STALLED_REASONS:
+        stalled_reason = blocking.reason
+    stalled_message = message if phase == "Failed" else (f"{blocking.name}: {blocking.message}" if blocking else "")
+    reconciling = phase in ("Pending", "Running") and not stalled_reason
+    reconciling_reason = blocking.reason if blocking is not None else progressing_reason
+    ready_reason = phase if phase in ("Succeeded", "Failed") or blocking is None else blocking.reason
     return [
-        _condition("Ready", phase == "Succeeded", phase, message, generation, old.condition("Ready"), now),
+        _condition("Ready", phase == "Succeeded", ready_reason, stalled_message or message, generation,
+                   old.condition("Ready"), now),
+        _condition("Reconciling", reconciling, reconciling_reason if reconciling else phase,
+                   (stalled_message or progressing_message) if reconciling else "", generation,
+                   old.condition("Reconciling"), now),
+        _condition("Stalled", bool(stalled_reason), stalled_reason or "AsExpected", stalled_message if stalled_reason
+                   else "", generation, old.condition("Stalled"), now),
         _condition("Progressing", phase in ("Pending", "Running"), progressing_reason, progressing_message,
                    generation, old.condition("Progressing"), now),
         _condition("Degraded", degraded_reason != "AsExpected", degraded_reason, degraded_message, generation,
                    old.condition("Degraded"), now),
     ]
+
+
+def rejected(status: ExperimentStatus, reason: str, message: str, generation: int, now: str) -> ExperimentStatus:
+    """The status after the API server refused the spec or a child (InvalidSpec, ApplyRejected): Stalled
+    with the server's words, not Ready, not Reconciling; the stages stay as they were."""
+    old = status
+    stalled = [
+        _condition("Ready", False, reason, message, generation, old.condition("Ready"), now),
+        _condition("Reconciling", False, reason, "", generation, old.condition("Reconciling"), now),
+        _condition("Stalled", True, reason, message, generation, old.condition("Stalled"), now),
+    ]
+    kept = [c for c in old.conditions if c.type not in ("Ready", "Reconciling", "Stalled")]
+    return status.model_copy(update={"conditions": stalled + kept, "message": message,
+                                     "observed_generation": generation})
 
 
 def _summary_text(stage: StageStatus) -> str:
@@ -47,6 +96,10 @@ def _summary_text(stage: StageStatus) -> str:
 
 def _stage_event(old: StageStatus | None, new: StageStatus) -> EventRecord | None:
     before = old.state if old else "Pending"
+    if new.state == before and new.reason and new.reason != (old.reason if old else "") and new.reason != "Suspended":
+        if new.reason == "SamplerNotReady":
+            return None  # StageWaiting said it when the stage began to wait
+        return EventRecord("Warning", new.reason, f"stage {new.name}: {new.message}")
     if new.state == before:
         if new.message.startswith(RETRY_PREFIX) and (old is None or new.message != old.message):
             return EventRecord("Warning", "PodFailed", f"stage {new.name}: {new.message}")

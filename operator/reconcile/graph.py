@@ -139,9 +139,11 @@ def policy_model(spec: ExperimentSpec, policy: str, storage_root: str) -> str:
     return base_model(spec, storage_root) if policy == BASE_POLICY else f"{stage_dir(storage_root, policy)}/model"
 
 
-def storage_root(spec: ExperimentSpec, namespace: str, experiment: str) -> str:
-    """`<mountPath>/<path>/<namespace>/<experiment>`: the experiment's artifact folder."""
-    rest = [part for part in (spec.storage.path.strip("/"), namespace, experiment) if part]
+def storage_root(spec: ExperimentSpec, namespace: str, experiment: str, uid: str = "") -> str:
+    """`<mountPath>/<path>/<namespace>/<experiment>/<uid>`: the artifact folder of this experiment
+    object. The uid keeps a deleted and re-created experiment of the same name from reusing the
+    outputs of the old one (`negrl run` passes none: its work dir is its identity)."""
+    rest = [part for part in (spec.storage.path.strip("/"), namespace, experiment, uid) if part]
     return "/".join([spec.storage.mount_path.rstrip("/"), *rest])
 
 

@@ -19,6 +19,9 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 MANAGER = "negrl-operator"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+# Container waiting reasons that do not clear by themselves (a kubelet's names).
+STUCK_WAITING = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CrashLoopBackOff",
+                 "CreateContainerConfigError", "CreateContainerError")
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,16 @@ class JobState:
     completion_time: str | None = None
     owner_uid: str = ""
     uid: str = ""
+    created: str | None = None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why a child does not progress: a machine-readable reason (a kubelet's, scheduler's or
+    controller's word, e.g. ImagePullBackOff, Unschedulable, FailedCreate, OOMKilled) and its detail."""
+
+    reason: str
+    message: str = ""
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,7 @@ class DeploymentState:
     replicas: int = 0
     ready_replicas: int = 0
     owner_uid: str = ""
+    problem: Problem | None = None  # the ReplicaFailure condition (e.g. FailedCreate)
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,8 @@ class PodReport:
     exit_code: int | None = None
     finished_at: str | None = None
     owner_uid: str = ""
+    policy: str = ""  # a sampler pod's policy (job is empty then)
+    problem: Problem | None = None
 
 
 @dataclass(frozen=True)
@@ -78,9 +94,13 @@ class Observed:
     deployments: dict[str, DeploymentState] = field(default_factory=dict)
     others: dict[tuple[str, str], ChildState] = field(default_factory=dict)
     pods: tuple[PodReport, ...] = ()
+    job_events: dict[str, Problem] = field(default_factory=dict)  # Job name -> its last FailedCreate Event
 
     def pods_of(self, job: str) -> list[PodReport]:
         return [pod for pod in self.pods if pod.job == job]
+
+    def sampler_pods(self, policy: str) -> list[PodReport]:
+        return [pod for pod in self.pods if not pod.job and pod.policy == policy]
 
     def has(self, kind: str, name: str) -> bool:
         return (kind, name) in self.others
@@ -105,6 +125,7 @@ def job_state(body: dict) -> JobState:
         active=int(status.get("active") or 0), suspended=bool(spec.get("suspend")),
         completions=int(spec.get("completions") or 1),
         completion_time=status.get("completionTime"), owner_uid=_owner_uid(meta), uid=meta.get("uid", ""),
+        created=meta.get("creationTimestamp"),
     )
 
 
@@ -114,8 +135,13 @@ def deployment_state(body: dict) -> DeploymentState:
         name=meta["name"], policy=(meta.get("labels") or {}).get(POLICY_LABEL, ""),
         spec_hash=(meta.get("annotations") or {}).get(HASH_ANNOTATION, ""),
         replicas=int(spec.get("replicas") or 0), ready_replicas=int(status.get("readyReplicas") or 0),
-        owner_uid=_owner_uid(meta),
+        owner_uid=_owner_uid(meta), problem=_replica_failure(status),
     )
+
+
+def _replica_failure(status: dict) -> Problem | None:
+    failure = _condition(status, "ReplicaFailure")
+    return Problem(failure.get("reason") or "FailedCreate", failure.get("message", "")) if failure else None
 
 
 def child_state(body: dict) -> ChildState:
@@ -138,8 +164,39 @@ def pod_report(body: dict) -> PodReport:
         index=int(annotations.get(INDEX_ANNOTATION, labels.get(INDEX_ANNOTATION, 0)) or 0),
         phase=status.get("phase", "Pending"), message=terminated.get("message"),
         exit_code=terminated.get("exitCode"), finished_at=terminated.get("finishedAt"),
-        owner_uid=_owner_uid(meta),
+        owner_uid=_owner_uid(meta), policy=labels.get(POLICY_LABEL, "") if not labels.get(JOB_NAME_LABEL) else "",
+        problem=pod_problem(status),
     )
+
+
+def pod_problem(status: dict) -> Problem | None:
+    """Why a pod does not run or why it ended, in the words Kubernetes uses (None: nothing wrong).
+    Eviction and OOM kills end a pod; a stuck container or an unschedulable pod keeps it Pending."""
+    if status.get("reason") == "Evicted":
+        return Problem("Evicted", status.get("message", ""))
+    containers = [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+    for container in containers:
+        for state in (container.get("state") or {}, container.get("lastState") or {}):
+            terminated = state.get("terminated") or {}
+            if terminated.get("reason") == "OOMKilled":
+                return Problem("OOMKilled", f"container {container.get('name')} ran out of memory (exit code "
+                                            f"{terminated.get('exitCode', 137)})")
+    for container in containers:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in STUCK_WAITING:
+            return Problem(waiting["reason"], f"container {container.get('name')}: {waiting.get('message', '')}".strip())
+    scheduled = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), {})
+    if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
+        return Problem("Unschedulable", scheduled.get("message", ""))
+    return None
+
+
+def failed_create(body: dict) -> Problem | None:
+    """A Job controller's FailedCreate Event (quota, Pod Security, a missing PriorityClass): the only
+    place Kubernetes reports why a Job has no pods."""
+    if body.get("reason") != "FailedCreate":
+        return None
+    return Problem("FailedCreate", body.get("message", ""))
 
 
 def parse_summary(message: str | None) -> dict[str, Any] | None:

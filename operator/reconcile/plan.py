@@ -12,6 +12,11 @@ Rules:
 - `suspend`: samplers scale to zero, running Jobs are suspended, no Job is created.
 - Succeeded and Failed are terminal: no child is created again; samplers and still-active Jobs are
   deleted.
+- A stage that does not progress says why with a reason (a stuck pod's ImagePullBackOff,
+  Unschedulable, ..., a Job's FailedCreate, a retried pod's OOMKilled/Evicted, SamplerNotReady) and
+  since when; condition.py turns the reasons into kstatus conditions and Events.
+- Artifacts live under the experiment's uid (graph.storage_root), except for an experiment a
+  version without the uid started: it keeps its root.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from negrl_operator.reconcile.graph import (
 )
 from negrl_operator.reconcile.graph import storage_root as experiment_root
 from negrl_operator.reconcile.manifest import METRICS_PORT, Owner, job_name, stage_children
-from negrl_operator.reconcile.observation import JobState, Observed
+from negrl_operator.reconcile.observation import JobState, Observed, PodReport
 from negrl_operator.reconcile.result import failure_message, job_summary, results
 from negrl_operator.reconcile.serving import sampler_deployment, sampler_name, sampler_service, server_ref
 
@@ -65,7 +70,7 @@ class Plan:
 
 def plan(owner: Owner, generation: int, spec: ExperimentSpec, status: ExperimentStatus, observed: Observed,
          now: datetime) -> Plan:
-    nodes, root = stage_graph(spec), experiment_root(spec, owner.namespace, owner.name)
+    nodes, root = stage_graph(spec), artifact_root(spec, owner, status)
     if status.phase in TERMINAL_PHASES:
         return _finish(owner, generation, status, status, observed, now)
     result = Plan()
@@ -89,6 +94,16 @@ def plan(owner: Owner, generation: int, spec: ExperimentSpec, status: Experiment
     return result
 
 
+def artifact_root(spec: ExperimentSpec, owner: Owner, status: ExperimentStatus) -> str:
+    """The experiment's storage root, with its uid; an experiment started by a version that had no uid
+    in the path keeps that root, so its later stages find their inputs."""
+    legacy = experiment_root(spec, owner.namespace, owner.name)
+    started = [stage.artifact for stage in status.stages if stage.artifact and stage.state != "Pending"]
+    if started and all(path.rsplit("/", 1)[0] == legacy for path in started):
+        return legacy
+    return experiment_root(spec, owner.namespace, owner.name, owner.uid)
+
+
 def _observe(node: StageNode, recorded: StageStatus | None, observed: Observed, owner: Owner, root: str,
              now: datetime, result: Plan) -> StageStatus:
     """The stage as its Job shows it; state Pending means "no Job" (the caller decides what to do)."""
@@ -104,11 +119,35 @@ def _observe(node: StageNode, recorded: StageStatus | None, observed: Observed, 
         return _completed(stage, node, job, observed, now, result)
     if job.failed:
         message = failure_message(pods, job.failure_message)
-        return stage.model_copy(update={"state": "Failed", "finish_time": rfc3339(now), "message": message})
-    retry = ""
+        reason = next((pod.problem.reason for pod in reversed(pods) if pod.phase == "Failed" and pod.problem),
+                      "JobFailed")
+        return stage.model_copy(update={"state": "Failed", "finish_time": rfc3339(now), "message": message,
+                                        "reason": reason, "since": rfc3339(now)})
+    reason, message = _running_problem(job, pods, observed)
+    return _reasoned(stage.model_copy(update={"state": "Running", "start_time": stage.start_time or rfc3339(now)}),
+                     reason, message, now)
+
+
+def _running_problem(job: JobState, pods: list[PodReport], observed: Observed) -> tuple[str, str]:
+    """Why a running stage does not progress (a stuck pod, no pods at all) or what it retries after."""
+    stuck = [pod for pod in pods if pod.phase in ("Pending", "Running") and pod.problem is not None]
+    if stuck:
+        pod = stuck[-1]
+        return pod.problem.reason, f"pod {pod.name}: {pod.problem.reason}: {pod.problem.message}".rstrip(": ")
+    if not pods and not job.active and not job.suspended and job.name in observed.job_events:
+        problem = observed.job_events[job.name]
+        return problem.reason, f"the Job cannot create pods: {problem.message}"
     if job.failed_pods:
-        retry = f"{RETRY_PREFIX} {job.failed_pods} failed pod(s): {failure_message(pods, '')}"
-    return stage.model_copy(update={"state": "Running", "message": retry, "start_time": stage.start_time or rfc3339(now)})
+        ended = [pod for pod in pods if pod.phase == "Failed"]
+        reason = next((pod.problem.reason for pod in reversed(ended) if pod.problem), "PodFailed")
+        return reason, f"{RETRY_PREFIX} {job.failed_pods} failed pod(s): {failure_message(pods, reason)}"
+    return "", ""
+
+
+def _reasoned(stage: StageStatus, reason: str, message: str, now: datetime) -> StageStatus:
+    """The stage with its reason and message; `since` stays while the reason does."""
+    since = stage.since if reason and reason == stage.reason and stage.since else (rfc3339(now) if reason else None)
+    return stage.model_copy(update={"reason": reason, "message": message, "since": since})
 
 
 def _completed(stage: StageStatus, node: StageNode, job: JobState, observed: Observed, now: datetime,
@@ -119,7 +158,8 @@ def _completed(stage: StageStatus, node: StageNode, job: JobState, observed: Obs
         result.requeue_after = 2.0
         return stage.model_copy(update={"state": "Running", "message": "waiting for the Job's summary",
                                         "start_time": stage.start_time or rfc3339(now)})
-    return stage.model_copy(update={"state": "Succeeded", "finish_time": finished, "summary": summary, "message": ""})
+    return stage.model_copy(update={"state": "Succeeded", "finish_time": finished, "summary": summary, "message": "",
+                                    "reason": "", "since": None})
 
 
 def _start(owner: Owner, spec: ExperimentSpec, nodes: list[StageNode], stages: list[StageStatus], done: set[str],
@@ -134,17 +174,31 @@ def _start(owner: Owner, spec: ExperimentSpec, nodes: list[StageNode], stages: l
         if stage.state != "Pending" or node.name not in startable:
             updated.append(stage)
         elif spec.suspend:
-            updated.append(stage.model_copy(update={"message": "suspended"}))
+            updated.append(_reasoned(stage, "Suspended", "suspended", now))
         elif node.serves and node.serves not in ready:
-            waiting = f"waiting for sampler {sampler_name(owner.name, node.serves)} to be ready"
-            updated.append(stage.model_copy(update={"state": "Waiting", "message": waiting}))
+            updated.append(_waiting(stage, owner, node.serves, observed, now))
         else:
             server = server_ref(owner, node.serves) if node.serves else None
             config = stage_config(spec, node, root, server, experiment=owner.name, metrics_port=METRICS_PORT)
             result.apply += stage_children(owner, spec, node, config)
-            updated.append(stage.model_copy(update={"state": "Running", "message": "",
+            updated.append(stage.model_copy(update={"state": "Running", "message": "", "reason": "", "since": None,
                                                     "start_time": stage.start_time or rfc3339(now)}))
     return updated
+
+
+def _waiting(stage: StageStatus, owner: Owner, policy: str, observed: Observed, now: datetime) -> StageStatus:
+    """Waiting for a sampler: SamplerNotReady for how long (whole minutes, so the status changes once a
+    minute, not every reconcile), with the sampler pods' or Deployment's own problem when there is one."""
+    name = sampler_name(owner.name, policy)
+    waiting = _reasoned(stage.model_copy(update={"state": "Waiting"}), "SamplerNotReady", "", now)
+    minutes = int((now - parse_time(waiting.since)).total_seconds() // 60) if waiting.since else 0
+    message = f"waiting for sampler {name} to be ready ({f'{minutes}m' if minutes else 'under 1m'})"
+    deployment = observed.deployments.get(name)
+    problems = [pod.problem for pod in observed.sampler_pods(policy) if pod.problem]
+    problems += [deployment.problem] if deployment is not None and deployment.problem else []
+    if problems:
+        message += f": {problems[0].reason}: {problems[0].message}".rstrip(": ")
+    return waiting.model_copy(update={"message": message})
 
 
 def _reconcile_samplers(owner: Owner, spec: ExperimentSpec, serve: list[str], observed: Observed, root: str,
@@ -191,7 +245,8 @@ def _status(old: ExperimentStatus, stages: list[StageStatus], spec: ExperimentSp
     failed = [s for s in stages if s.state == "Failed"]
     message = f"stage {failed[0].name} failed: {failed[0].message}" if failed else ""
     if not message and phase != "Succeeded":
-        message = next((f"{s.name}: {s.message}" for s in stages if s.state == "Waiting"), "")
+        blocked = (s for s in stages if s.state == "Waiting" or (s.state == "Running" and s.reason))
+        message = next((f"{s.name}: {s.message}" for s in blocked), "")
     policy_of = {node.name: node.serves for node in nodes if node.kind == "evaluate"}
     return old.model_copy(update={
         "phase": phase, "stage": ",".join(s.name for s in failed) if failed else ",".join(running),

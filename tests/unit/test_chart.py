@@ -45,10 +45,15 @@ def test_lint_strict():
 def test_defaults_render_the_operator_and_no_monitoring_objects():
     docs = render()
     kinds = sorted({doc["kind"] for doc in docs})
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "Service", "ServiceAccount"]
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "Role", "RoleBinding", "Service",
+                     "ServiceAccount", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
     (deployment,) = by_kind(docs, "Deployment")
     spec = deployment["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 2 and "strategy" not in spec  # a standby replica takes over the Lease
+    env = {e["name"]: e.get("value") for e in spec["template"]["spec"]["containers"][0]["env"]}
+    assert (env["NEGRL_LEADER_ELECT"], env["NEGRL_LEASE_NAME"], env["NEGRL_LEASE_DURATION"]) == ("true", "rel-negrl", "15")
+    (lease_role,) = by_kind(docs, "Role")
+    assert (lease_role["metadata"]["namespace"], lease_role["rules"][0]["resources"]) == ("negrl-system", ["leases"])
     pod = spec["template"]["spec"]
     (container,) = pod["containers"]
     assert container["command"] == ["negrl", "operator"]
@@ -102,9 +107,27 @@ def test_rbac_grants_what_the_operator_uses_and_nothing_broad():
         assert not {"update", "create", "delete"} & set(rule["verbs"]) or rule["resources"] != ["pods"]
 
 
+def test_single_replica_without_leader_election_is_recreated():
+    spec = by_kind(render("operator.replicas=1", "operator.leaderElection.enabled=false"), "Deployment")[0]["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    assert "NEGRL_LEADER_ELECT" not in {e["name"] for e in spec["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_cluster_wide_writes_are_limited_to_managed_objects_by_an_admission_policy():
+    (policy,) = by_kind(render(), "ValidatingAdmissionPolicy")
+    (binding,) = by_kind(render(), "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+    assert policy["spec"]["matchConditions"][0]["expression"] == (
+        'request.userInfo.username == "system:serviceaccount:negrl-system:rel-negrl"')
+    assert {r for rule in policy["spec"]["matchConstraints"]["resourceRules"] for r in rule["resources"]} == {
+        "configmaps", "services", "jobs", "deployments"}
+    assert not by_kind(render("rbac.restrictWrites=false"), "ValidatingAdmissionPolicy")
+    assert not by_kind(render("operator.watchNamespaces={ml-a}"), "ValidatingAdmissionPolicy")  # Roles suffice
+
+
 def test_watch_namespaces_use_roles():
     docs = render("operator.watchNamespaces={ml-a,ml-b}")
-    assert sorted(r["metadata"]["namespace"] for r in by_kind(docs, "Role")) == ["ml-a", "ml-b"]
+    assert sorted(r["metadata"]["namespace"] for r in by_kind(docs, "Role")) == ["ml-a", "ml-b", "negrl-system"]
     assert [r["metadata"]["name"] for r in by_kind(docs, "ClusterRole")] == [
         "rel-negrl-view", "rel-negrl-edit", "rel-negrl-discovery"]
     args = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
