@@ -22,9 +22,10 @@ from typing import Any
 from pydantic import BaseModel
 
 MANIFEST = "manifest.json"
+TRAIN_LOG = "train_log.jsonl"  # a training stage's per-step records, one JSON object a line
 # Fields that say where or how a stage runs, not what it computes (a sampler's URL changes
-# with every local run; the policy it serves is fixed by the graph).
-NON_INPUT_FIELDS = {"shard_index", "shard_count", "metrics_port", "experiment", "server"}
+# with every local run; the policy it serves is fixed by the graph; tracking says where curves go).
+NON_INPUT_FIELDS = {"shard_index", "shard_count", "metrics_port", "experiment", "server", "tracking"}
 
 
 def inputs_hash(config: BaseModel) -> str:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from negrl_operator.api.artifact import (
+    MANIFEST,
     RecordWriter,
     finish_shard,
     inputs_hash,
@@ -194,6 +195,16 @@ def prune_incomplete(path: Path, expected: dict[str, int]) -> int:
     return len(records) - len(kept)
 
 
+def record_figures(config: Any, stage: str, totals: dict, figures: Callable[[dict], dict] | None) -> None:
+    """The stage's headline figures to TensorBoard (and MLflow), once, from the merged totals."""
+    if config.tracking.tensorboard or config.tracking.mlflow_uri:
+        from negrl_trainer.tracking import record_stage_summary
+
+        counts = {key: value for key, value in totals.items() if isinstance(value, int | float)}
+        record_stage_summary(config, stage, {**counts, **(figures(counts) if figures else {})},
+                             [Path(config.output_dir) / MANIFEST])
+
+
 def execute(config: Any, stage: str, units: dict[str, int], work: Work, summarize: Summarize,
             figures: Callable[[dict], dict] | None = None) -> int:
     """Run one shard of a stage end to end; returns the exit code. `units` maps this shard's
@@ -220,6 +231,8 @@ def execute(config: Any, stage: str, units: dict[str, int], work: Work, summariz
                 asyncio.run(work(run))
         summary = summarize(list(read_jsonl(path)))
         manifest = finish_shard(out, index, count, inputs, summary)
+        if manifest is not None:  # the stage's last shard: its totals are final
+            record_figures(config, stage, manifest["summary"], figures)
         report_summary({**head, **summary, **(figures(summary) if figures else {}),
                         "complete": manifest is not None, "request_errors": metrics.totals["errors"]})
         return 0
