@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         leave_process_group()
     if rank0:
         out = Path(config.output_dir)
-        tracker.finish(summary_scalars("train", summary), [out / TRAIN_LOG, out / MANIFEST],
+        tracker.finish(summary_scalars("summary", summary), [out / TRAIN_LOG, out / MANIFEST],
                        step=int(summary.get("steps") or 0))
         report_summary(summary)
     return 0
