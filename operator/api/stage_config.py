@@ -311,7 +311,8 @@ def load_stage_config(path: str | Path, expected: type[StageBase]) -> StageBase:
     try:
         config = parse_stage_config(read_input(path))
     except json.JSONDecodeError as error:
-        raise ConfigError(f"{source}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})") from None
+        raise ConfigError(f"{source}: not valid JSON at line {error.lineno}, column {error.colno}: {error.msg}; "
+                          "fix the syntax") from None
     except ValidationError as error:
         raise ConfigError(f"{source}: invalid stage config: {validation_problems(error, skip=1)}") from None
     if not isinstance(config, expected):
