@@ -14,6 +14,7 @@ import json
 import time
 from pathlib import Path
 
+from negrl_operator.api.exit_code import ConfigError
 from negrl_operator.api.stage_config import StageBase, TrackingParams
 
 TENSORBOARD_DIR = "tensorboard"
@@ -37,8 +38,8 @@ MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 METRIC_BATCH = 200  # points sent per request (MLflow accepts up to 1000)
 
 
-class TrackingError(ValueError):
-    """The tracking block asks for something this installation cannot do (a config error)."""
+class TrackingError(ConfigError):
+    """The tracking block asks for something this installation cannot do (exit CONFIG_ERROR)."""
 
 
 def step_scalars(record: dict) -> dict[str, float]:
