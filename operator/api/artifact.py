@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +83,10 @@ def merge_summaries(summaries: list[dict]) -> dict:
     return merged
 
 
-def finish_shard(stage_dir: str | Path, index: int, count: int, inputs: str, summary: dict) -> dict | None:
-    """Record shard `index` as complete; when all shards are, write the stage manifest and return it."""
+def finish_shard(stage_dir: str | Path, index: int, count: int, inputs: str, summary: dict,
+                 before_manifest: Callable[[dict], None] | None = None) -> dict | None:
+    """Record shard `index` as complete; when all shards are, write the stage manifest and return it.
+    `before_manifest` gets the merged summary first (what must exist once the stage counts as done)."""
     write_json_atomic(shard_manifest_path(stage_dir, index, count), {"inputs_hash": inputs, "summary": summary})
     paths = [shard_manifest_path(stage_dir, other, count) for other in range(count)]
     if not all(path.exists() for path in paths):
@@ -98,6 +100,8 @@ def finish_shard(stage_dir: str | Path, index: int, count: int, inputs: str, sum
         "records": [shard_records_path(stage_dir, i, count).name for i in range(count)],
         "summary": merge_summaries([shard["summary"] for shard in shards]),
     }
+    if before_manifest is not None:
+        before_manifest(manifest["summary"])
     write_json_atomic(Path(stage_dir) / MANIFEST, manifest)
     return manifest
 
