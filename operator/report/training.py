@@ -109,14 +109,15 @@ def write_training_plot(curves: dict[str, list[dict]], path: Path) -> bool:
     panels = 3 if dpo else 1
     figure, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6), squeeze=False)
     loss, *rest = axes[0]
+    colours = {stage: f"C{index % 10}" for index, stage in enumerate(sorted(curves))}  # one per stage, every panel
     for stage, records in sorted(curves.items()):
-        loss.plot([r["step"] for r in records], [r["loss"] for r in records], label=stage)
+        loss.plot([r["step"] for r in records], [r["loss"] for r in records], color=colours[stage], label=stage)
     loss.set(title="loss", xlabel="step")
     loss.legend(fontsize="x-small")
     if dpo:
         logp, margin = rest
-        for index, (stage, records) in enumerate(sorted(dpo.items())):
-            steps, colour = [r["step"] for r in records], f"C{index}"
+        for stage, records in sorted(dpo.items()):
+            steps, colour = [r["step"] for r in records], colours[stage]
             logp.plot(steps, [r["chosen_logp"] for r in records], color=colour, label=f"{stage} chosen")
             logp.plot(steps, [r["rejected_logp"] for r in records], color=colour, linestyle="--",
                       label=f"{stage} rejected")
