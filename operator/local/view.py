@@ -14,7 +14,7 @@ from rich.table import Table
 
 from negrl_operator.api.progress import clock
 
-HEADLINE_KEYS = ("pass_at_1", "final_loss", "pits", "correct", "step_pairs", "rft", "train")
+HEADLINE_KEYS = ("pass_at_1", "final_loss", "loss", "pits", "correct", "step_pairs", "rft", "train")
 
 
 def headline(summary: dict) -> str:

@@ -229,7 +229,8 @@ def execute(config: Any, stage: str, units: dict[str, int], work: Work, summariz
         with RecordWriter(path) as writer, ThreadPoolExecutor(1, thread_name_prefix="records") as disk:
             done = {unit_of(record) for record in writer.existing}
             run = ShardRun(config=config, metrics=metrics, writer=writer, done=done, disk=disk)
-            with ProgressView(metrics, total=len(units), done=len(done & set(units)), label=stage) as view:
+            with ProgressView(metrics, total=len(units), done=len(done & set(units)),
+                              label=Path(out).name) as view:  # the graph's name: eval-sft, credit-s1, ...
                 run.progress = view
                 asyncio.run(work(run))
         summary = summarize(list(read_jsonl(path)))

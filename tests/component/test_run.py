@@ -101,7 +101,7 @@ def assert_stage_lines(output: str, kept: set[str]) -> list[str]:
             < next(i for i, line in enumerate(lines) if line.startswith(f"done  {name} in "))
     assert "run ETA" in next(line for line in lines if line.startswith(f"done  {started[0]} in "))
     relayed = [line for line in lines if line.startswith("progress: ")]
-    assert any(line.startswith("progress: evaluate ") and " questions " in line for line in relayed), relayed
+    assert any(line.startswith("progress: eval-sft ") and " questions " in line for line in relayed), relayed
     if "credit" in started:  # not finished before the interruption (it almost never is)
         assert any(line.startswith("progress: credit ") and "negatives credited" in line for line in relayed), relayed
     return started
