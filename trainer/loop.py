@@ -17,7 +17,14 @@ from pathlib import Path
 
 import torch
 
-from negrl_operator.api.artifact import MANIFEST, inputs_hash, stage_done, stage_manifest, write_json_atomic
+from negrl_operator.api.artifact import (
+    MANIFEST,
+    TRAIN_LOG,
+    inputs_hash,
+    stage_done,
+    stage_manifest,
+    write_json_atomic,
+)
 from negrl_operator.api.stage_config import TrainStageConfig
 from negrl_trainer.batch import Schedule, collate, packed_units, rank_micro_batches, step_indices
 from negrl_trainer.checkpoint import CHECKPOINTS, export_initial_model, export_model, resume, save_checkpoint
@@ -35,7 +42,6 @@ from negrl_trainer.objective import DPOSettings, StepStats, dpo_loss_of, scored_
 from negrl_trainer.reference import reference_logps
 
 StepCallback = Callable[[dict], None]
-TRAIN_LOG = "train_log.jsonl"
 
 
 @dataclass
@@ -152,7 +158,8 @@ def step_record(run: Run, stats: StepStats, *, step: int, lr: float, seconds: fl
     if "pairs" in figures:
         pairs = figures["pairs"]
         record.update(chosen_reward=figures["chosen_reward"] / pairs, rejected_reward=figures["rejected_reward"] / pairs,
-                      preference_accuracy=figures["accuracy"] / pairs, chosen_nll=figures["chosen_nll"] / pairs)
+                      preference_accuracy=figures["accuracy"] / pairs, chosen_nll=figures["chosen_nll"] / pairs,
+                      chosen_logp=figures["chosen_logp"] / pairs, rejected_logp=figures["rejected_logp"] / pairs)
         record["reward_margin"] = record["chosen_reward"] - record["rejected_reward"]
     return record
 

@@ -76,5 +76,7 @@ def dpo_loss_of(model, batch: Batch, reference: torch.Tensor, settings: DPOSetti
         "rejected_reward": float(out.rejected_rewards.sum()),
         "accuracy": float(out.accuracy.sum()),
         "chosen_nll": float(nll.detach()) * pairs,
+        "chosen_logp": float(logps[:pairs].detach().sum()),  # policy log-probs: both falling is collapse
+        "rejected_logp": float(logps[pairs:].detach().sum()),
     }
     return loss, values

@@ -2,8 +2,9 @@
 pairs; they differ only in their data).
 
 Run it directly on one machine, or under torchrun on 1..N GPUs and 1..M nodes. Rank 0 shows a
-progress bar, serves /metrics when metricsPort is set, and prints a one-line JSON summary at exit
-(also written to the termination-message path when it exists).
+progress bar on a terminal (progress lines in a log), writes the curves to TensorBoard (and MLflow
+when configured), serves /metrics when metricsPort is set, and prints a one-line JSON summary at
+exit (also written to the termination-message path when it exists).
 """
 
 from __future__ import annotations
@@ -11,10 +12,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 import traceback
+from pathlib import Path
 
+from negrl_operator.api.artifact import MANIFEST, TRAIN_LOG
+from negrl_operator.api.progress import Throttle, period_s, progress_line
 from negrl_operator.api.stage_config import STAGE_CONFIG_PATH, TrainStageConfig, load_stage_config
 from negrl_operator.api.termination import report_summary
+from negrl_trainer.tracking import Tracker, stage_name, step_scalars, summary_scalars
 
 # record key -> (metric name, help)
 GAUGES: dict[str, tuple[str, str]] = {
@@ -74,14 +80,42 @@ class ProgressBar:
             self.progress.start()
             self.task = self.progress.add_task(self.stage, total=record["total_steps"],
                                                completed=record["step"] - 1, figures="")
-        figures = f"loss {record['loss']:.4f}  lr {record['learning_rate']:.2e}  {record['tokens_per_second']:.0f} tok/s"
-        if "reward_margin" in record:
-            figures += f"  margin {record['reward_margin']:.3f}  acc {record['preference_accuracy']:.2f}"
-        self.progress.update(self.task, completed=record["step"], figures=figures)
+        self.progress.update(self.task, completed=record["step"], figures=step_figures(record))
 
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
+
+
+def step_figures(record: dict) -> str:
+    figures = f"loss {record['loss']:.4f} lr {record['learning_rate']:.2e} {record['tokens_per_second']:.0f} tok/s"
+    if "reward_margin" in record:
+        figures += (f" margin {record['reward_margin']:.3f} acc {record['preference_accuracy']:.2f}"
+                    f" logp chosen {record['chosen_logp']:.2f} rejected {record['rejected_logp']:.2f}")
+    return figures
+
+
+class ProgressLines:
+    """Progress for a log (no terminal): a line at the first step, every period, and the last step."""
+
+    def __init__(self, stage: str, period: float):
+        self.stage, self.throttle = stage, Throttle(period)
+        self.began, self.first = time.monotonic(), None
+
+    def __call__(self, record: dict) -> None:
+        if self.first is None:
+            self.first = record["step"] - 1
+        now, total = time.monotonic(), record["total_steps"]
+        if self.throttle.due(now, finished=record["step"] >= total):
+            print(progress_line(self.stage, record["step"], total, "steps", now - self.began, self.first,
+                                step_figures(record)), file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def tracking_callback(tracker: Tracker):
+    return lambda record: tracker.log(step_scalars(record), record["step"])
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -102,25 +136,25 @@ def leave_process_group() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rank0 = os.environ.get("RANK", "0") == "0"
-    try:
-        config = load_stage_config(args.config, TrainStageConfig)
-    except (OSError, ValueError) as error:
-        report_summary({"stage": "train", "error": f"{args.config}: {error}"})
-        return 2
+    config = load_stage_config(args.config, TrainStageConfig)  # errors: mapped by the CLI (exit 3 or 4)
     from negrl_trainer.loop import run_training
 
-    callbacks, bar = [], None
+    callbacks, bar, tracker = [], None, None
+    label = stage_name(config)
     if rank0:
+        tracker = Tracker(config).start()  # a wrong MLflow URI fails now, not after training
+        callbacks.append(tracking_callback(tracker))
         if config.metrics_port:
             callbacks.append(TrainMetrics(config.metrics_port, config.experiment, config.stage))
         if not args.no_progress:
-            bar = ProgressBar(config.stage)
+            bar = ProgressBar(label) if sys.stderr.isatty() else ProgressLines(label, period_s())
             callbacks.append(bar)
     try:
         summary = run_training(config, callbacks)
     except Exception as error:  # the Job's summary says what failed; the traceback goes to the log
         traceback.print_exc(file=sys.stderr)
         if rank0:
+            tracker.abort()
             report_summary({"stage": config.stage, "error": f"{type(error).__name__}: {error}"})
         return 1
     finally:
@@ -128,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
             bar.close()
         leave_process_group()
     if rank0:
+        out = Path(config.output_dir)
+        tracker.finish(summary_scalars("summary", summary), [out / TRAIN_LOG, out / MANIFEST],
+                       step=int(summary.get("steps") or 0))
         report_summary(summary)
     return 0
 

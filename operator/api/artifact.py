@@ -15,16 +15,17 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 MANIFEST = "manifest.json"
+TRAIN_LOG = "train_log.jsonl"  # a training stage's per-step records, one JSON object a line
 # Fields that say where or how a stage runs, not what it computes (a sampler's URL changes
-# with every local run; the policy it serves is fixed by the graph).
-NON_INPUT_FIELDS = {"shard_index", "shard_count", "metrics_port", "experiment", "server"}
+# with every local run; the policy it serves is fixed by the graph; tracking says where curves go).
+NON_INPUT_FIELDS = {"shard_index", "shard_count", "metrics_port", "experiment", "server", "tracking"}
 
 
 def inputs_hash(config: BaseModel) -> str:
@@ -82,8 +83,10 @@ def merge_summaries(summaries: list[dict]) -> dict:
     return merged
 
 
-def finish_shard(stage_dir: str | Path, index: int, count: int, inputs: str, summary: dict) -> dict | None:
-    """Record shard `index` as complete; when all shards are, write the stage manifest and return it."""
+def finish_shard(stage_dir: str | Path, index: int, count: int, inputs: str, summary: dict,
+                 before_manifest: Callable[[dict], None] | None = None) -> dict | None:
+    """Record shard `index` as complete; when all shards are, write the stage manifest and return it.
+    `before_manifest` gets the merged summary first (what must exist once the stage counts as done)."""
     write_json_atomic(shard_manifest_path(stage_dir, index, count), {"inputs_hash": inputs, "summary": summary})
     paths = [shard_manifest_path(stage_dir, other, count) for other in range(count)]
     if not all(path.exists() for path in paths):
@@ -97,6 +100,8 @@ def finish_shard(stage_dir: str | Path, index: int, count: int, inputs: str, sum
         "records": [shard_records_path(stage_dir, i, count).name for i in range(count)],
         "summary": merge_summaries([shard["summary"] for shard in shards]),
     }
+    if before_manifest is not None:
+        before_manifest(manifest["summary"])
     write_json_atomic(Path(stage_dir) / MANIFEST, manifest)
     return manifest
 

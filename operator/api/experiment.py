@@ -28,6 +28,7 @@ from negrl_operator.api.stage_config import (
     ScratchModelSpec,
     Strict,
     Task,
+    TrackingParams,
     TrainParams,
 )
 
@@ -285,6 +286,31 @@ class SweepSpec(Strict):
         return self
 
 
+class MlflowCredentials(Strict):
+    """Secrets the stage pods get as MLflow's own environment variables (cluster only)."""
+
+    token: SecretKeyRef | None = Field(None, description="Bearer token, as MLFLOW_TRACKING_TOKEN.")
+    username: SecretKeyRef | None = Field(None, description="Basic-auth user, as MLFLOW_TRACKING_USERNAME.")
+    password: SecretKeyRef | None = Field(None, description="Basic-auth password, as MLFLOW_TRACKING_PASSWORD.")
+
+
+class TrackingSpec(TrackingParams):
+    mlflow_credentials: MlflowCredentials = Field(
+        default_factory=MlflowCredentials, description="Secrets for the MLflow server; `negrl run` uses the "
+        "MLFLOW_TRACKING_* variables of its own environment instead.",
+    )
+
+    def params(self) -> TrackingParams:
+        """The part every stage config carries (secrets stay in the pod's environment)."""
+        return TrackingParams.model_validate(self.model_dump(include=set(TrackingParams.model_fields)))
+
+
+STORAGE_REQUIRED = (
+    "spec.storage is required on a cluster: name the ReadWriteMany PersistentVolumeClaim every pod mounts "
+    "(storage: {claimName: ...}); only `negrl run` works without it (it writes under --workdir)"
+)
+
+
 class ExperimentSpec(Checked):
     model: ModelSpec = Field(description="Base model.")
     data: DataSpec = Field(description="Questions, task and |D_syn|.")
@@ -292,7 +318,13 @@ class ExperimentSpec(Checked):
     sampler: SamplerSpec = Field(default_factory=SamplerSpec, description="vLLM servers of the policies.")
     worker: WorkerSpec = Field(default_factory=WorkerSpec, description="Data, rollout and evaluation Jobs.")
     trainer: TrainerSpec = Field(default_factory=TrainerSpec, description="DeepSpeed training Jobs.")
-    storage: StorageSpec = Field(description="Shared volume for data, samples and models.")
+    storage: StorageSpec | None = Field(
+        None, description="Shared volume for data, samples and models. Required on a cluster; `negrl run` "
+        "ignores it and writes under --workdir.",
+    )
+    tracking: TrackingSpec = Field(
+        default_factory=TrackingSpec, description="Training curves and stage figures: TensorBoard files, MLflow runs."
+    )
     scheduling: SchedulingSpecs = Field(default_factory=SchedulingSpecs, description="Placement per component.")
     seeds: list[int] = Field(
         default_factory=lambda: [0], min_length=1, max_length=16,
@@ -329,6 +361,8 @@ ROOT_RULES: tuple[CrossFieldRule, ...] = (
         "metadata.name must be a DNS-1035 label (a-z, 0-9, '-', starts with a letter) of at most 63 characters",
         "",  # metadata has no schema of its own, so no fieldPath; the message names the field
     ),
+    # Only the API server checks this one: `negrl run` validates the same model without a volume.
+    CrossFieldRule("has(self.spec.storage)", STORAGE_REQUIRED, ".spec.storage"),
 )
 
 

@@ -8,11 +8,14 @@ shard. Pure pydantic: importable by the operator image (no torch) and by the wor
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
+
+from negrl_operator.api.exit_code import ConfigError
 
 Task = Literal["gsm8k", "math", "sequence"]
 STAGE_CONFIG_PATH = "/etc/negrl/stage.json"
@@ -125,12 +128,32 @@ class TrainParams(Strict):
     seed: int = 0
 
 
+class TrackingParams(Strict):
+    """Where a stage's curves and figures go besides its artifacts (not an input: changing it never
+    reruns a stage)."""
+
+    tensorboard: bool = Field(
+        True, description="Write TensorBoard event files into each stage's folder (<stage>/tensorboard): "
+        "training curves, and the headline figures of the sample, credit and eval stages.",
+    )
+    mlflow_uri: str | None = Field(
+        None, max_length=2048,
+        description="MLflow tracking URI (e.g. http://mlflow.mlflow:5000). Set: one MLflow run per experiment "
+        "with a nested run per stage (params: the stage config; metrics: curves and summary; artifacts). "
+        "Needs the MLflow client (`pip install negrl[tracking]`, in the worker image).",
+    )
+    mlflow_experiment: str = Field(
+        "negrl", min_length=1, max_length=256, description="MLflow experiment that holds the runs."
+    )
+
+
 class StageBase(Strict):
     experiment: str = Field("local", description="Experiment name (labels, metrics).")
     output_dir: str = Field(description="Artifact folder of this stage; manifest.json is written last.")
     shard_index: int = Field(0, ge=0)
     shard_count: int = Field(1, ge=1)
     metrics_port: int = Field(0, ge=0, le=65535, description="Serve /metrics here; 0 = off.")
+    tracking: TrackingParams = Field(default_factory=TrackingParams, description="TensorBoard and MLflow.")
 
     @model_validator(mode="after")
     def _shard_in_range(self):
@@ -278,11 +301,29 @@ def parse_stage_config(text: str) -> StageConfig:
     return _Envelope.model_validate({"config": json.loads(text)}).config
 
 
+def read_input(path: str | Path) -> str:
+    """A file's text, or standard input for `-` (every command that reads a file accepts it)."""
+    return sys.stdin.read() if str(path) == "-" else Path(path).read_text()
+
+
 def load_stage_config(path: str | Path, expected: type[StageBase]) -> StageBase:
-    config = parse_stage_config(Path(path).read_text())
+    source = "<stdin>" if str(path) == "-" else str(path)
+    try:
+        config = parse_stage_config(read_input(path))
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{source}: not valid JSON at line {error.lineno}, column {error.colno}: {error.msg}; "
+                          "fix the syntax") from None
+    except ValidationError as error:
+        raise ConfigError(f"{source}: invalid stage config: {validation_problems(error, skip=1)}") from None
     if not isinstance(config, expected):
-        raise ValueError(f"{path}: stage config kind {config.kind!r} is not {expected.model_fields['kind'].default!r}")
+        raise ConfigError(f"{source}: stage config kind {config.kind!r} is not {expected.model_fields['kind'].default!r}")
     return config
+
+
+def validation_problems(error: ValidationError, skip: int = 0) -> str:
+    """`field.path: message` for each problem, the fields as spelled in the file."""
+    return "; ".join(f"{'.'.join(str(part) for part in issue['loc'][skip:]) or '(document)'}: {issue['msg']}"
+                     for issue in error.errors())
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,9 +24,11 @@ import yaml
 from pydantic import ValidationError
 
 from negrl_operator.api.artifact import MANIFEST, inputs_hash, stage_done, write_json_atomic
+from negrl_operator.api.exit_code import ConfigError
 from negrl_operator.api.experiment import NegRLExperiment
-from negrl_operator.api.stage_config import ServerRef
-from negrl_operator.local.view import RunView
+from negrl_operator.api.progress import is_progress_line
+from negrl_operator.api.stage_config import ServerRef, read_input, validation_problems
+from negrl_operator.local.view import RunView, run_view
 from negrl_operator.reconcile.graph import (
     StageNode,
     policies_to_serve,
@@ -43,17 +46,21 @@ class StageFailed(RuntimeError):
 
 
 def load_experiment(path: str | Path) -> NegRLExperiment:
+    """The manifest at `path` (`-`: standard input); ConfigError names the file and the fields."""
+    source = "<stdin>" if str(path) == "-" else str(path)
     try:
-        document = yaml.safe_load(Path(path).read_text())
+        document = yaml.safe_load(read_input(path))
     except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML: {error}") from None
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{source}: not valid YAML{where}: {getattr(error, 'problem', None) or error}") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"{source}: not a NegRLExperiment manifest (a YAML mapping with apiVersion, kind, "
+                          "metadata and spec)")
     try:
         return NegRLExperiment.model_validate(document)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in issue['loc'])}: {issue['msg']}" for issue in error.errors()
-        )
-        raise ValueError(f"{path}: invalid NegRLExperiment: {problems}") from None
+        raise ConfigError(f"{source}: invalid NegRLExperiment: {validation_problems(error)}") from None
 
 
 def next_stage(ready: list[StageNode], serving: set[str]) -> StageNode | None:
@@ -96,7 +103,17 @@ class LocalServers:
         self.keep_only(set())
 
 
-def run_stage(node: StageNode, config, workdir: Path) -> dict:
+def copy_output(stream, log, relay) -> None:
+    """The stage's output into its log, line by line; its progress lines also to `relay`."""
+    for raw in iter(stream.readline, b""):
+        log.write(raw.decode(errors="replace"))
+        log.flush()
+        line = raw.decode(errors="replace").rstrip()
+        if is_progress_line(line):
+            relay(line)
+
+
+def run_stage(node: StageNode, config, workdir: Path, relay=lambda node, line: None) -> dict:
     """Run one stage command as a child process; return its one-line JSON summary."""
     config_path = workdir / "configs" / f"{node.name}.json"
     write_json_atomic(config_path, config.model_dump(mode="json"))
@@ -106,12 +123,18 @@ def run_stage(node: StageNode, config, workdir: Path) -> dict:
     env = {**os.environ, "NEGRL_TERMINATION_LOG": str(workdir / "logs" / f"{node.name}.summary.json"),
            "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu"), "HF_HUB_OFFLINE": "1"}
     with open(log_path, "w") as log:
-        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                 start_new_session=True)
+        copier = threading.Thread(target=copy_output, args=(child.stdout, log, lambda line: relay(node, line)),
+                                  daemon=True)
+        copier.start()
         try:
             code = child.wait()
         except BaseException:  # Ctrl-C: stop the stage (its artifacts are written atomically)
             stop_process_group(child, grace_s=30)
             raise
+        finally:
+            copier.join(timeout=30)
     if code != 0:
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
         raise StageFailed(f"stage {node.name} failed (exit {code}); log {log_path}:\n{tail}")
@@ -152,7 +175,7 @@ def run_experiment(experiment: NegRLExperiment, workdir: Path, backend: str, vie
             config = stage_config(spec, node, root, server, experiment=experiment.metadata.name)
             clear_stale(Path(root) / node.name)
             view.started(node)
-            summary = run_stage(node, config, workdir)
+            summary = run_stage(node, config, workdir, view.relay)
             done.add(node.name)
             view.finished(node, summary)
     finally:
@@ -176,20 +199,16 @@ def resolve_backend(requested: str) -> str:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="negrl run", description="Run a NegRLExperiment on this machine.")
-    parser.add_argument("-f", "--file", required=True, help="NegRLExperiment manifest (YAML)")
+    parser.add_argument("-f", "--file", required=True, help="NegRLExperiment manifest (YAML; `-`: stdin)")
     parser.add_argument("--workdir", help="artifacts, logs and the report (default: runs/<experiment name>)")
     parser.add_argument("--backend", choices=["auto", "vllm", "transformers"], default=None,
                         help="how policies are served (default: the manifest's sampler.localBackend)")
     args = parser.parse_args(argv)
-    try:
-        experiment = load_experiment(args.file)
-    except (OSError, ValueError) as error:
-        print(f"negrl run: {error}", file=sys.stderr)
-        return 2
+    experiment = load_experiment(args.file)  # a bad path or manifest: one line and exit 4 or 3 (cli.main)
     workdir = Path(args.workdir or f"runs/{experiment.metadata.name}").resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     backend = resolve_backend(args.backend or experiment.spec.sampler.local_backend)
-    view = RunView(experiment.metadata.name, backend)
+    view = run_view(experiment.metadata.name, backend)
     # Ctrl-C and `kill` stop the run cleanly, even when started with SIGINT ignored (a background job)
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, signal.default_int_handler)
@@ -204,4 +223,9 @@ def main(argv: list[str]) -> int:
         print(f"negrl run: {error}", file=sys.stderr)
         return 1
     write_report(experiment, summaries, workdir, time.monotonic() - begin, view.console)
+    if experiment.spec.tracking.mlflow_uri:
+        from negrl_trainer.tracking import record_experiment
+
+        record_experiment(experiment.spec.tracking.params(), experiment.metadata.name,
+                          sorted(workdir.glob("*.png")) + [workdir / "report.md", workdir / "results.json"])
     return 0

@@ -1,15 +1,20 @@
-"""The live terminal view of `negrl run`: every stage with its state, duration and headline figure,
-and the run's progress with an ETA from the mean duration of the stages finished so far."""
+"""What `negrl run` shows while it runs. On a terminal, a live table: every stage with its state,
+duration and headline figure, and the run's progress with an ETA from the mean duration of the
+stages finished so far. Elsewhere (a pipe, a log, CI), plain lines on stdout: one when a stage
+starts, one when it finishes (with the run's ETA), and the stages' own progress lines relayed."""
 
 from __future__ import annotations
 
+import sys
 import time
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-HEADLINE_KEYS = ("pass_at_1", "final_loss", "pits", "correct", "step_pairs", "rft", "train")
+from negrl_operator.api.progress import clock
+
+HEADLINE_KEYS = ("pass_at_1", "final_loss", "loss", "pits", "correct", "step_pairs", "rft", "train")
 
 
 def headline(summary: dict) -> str:
@@ -22,6 +27,17 @@ def headline(summary: dict) -> str:
 
 def eta_seconds(durations: list[float], remaining: int) -> float | None:
     return sum(durations) / len(durations) * remaining if durations else None
+
+
+def started_line(elapsed_s: float, name: str, index: int, total: int) -> str:
+    return f"[{clock(elapsed_s):>7}] start {name} (stage {index}/{total})"
+
+
+def finished_line(elapsed_s: float, name: str, seconds: float, figure: str, finished: int, total: int,
+                  eta: float | None) -> str:
+    tail = f"; run ETA {clock(eta)}" if eta is not None and finished < total else ""
+    return (f"[{clock(elapsed_s):>7}] done  {name} in {clock(seconds)}{f' ({figure})' if figure else ''}; "
+            f"{finished}/{total} stages done{tail}")
 
 
 class RunView:
@@ -43,6 +59,9 @@ class RunView:
         row = self.rows[node.name]
         row.update(state="done", seconds=time.monotonic() - row["started"], figure=headline(summary))
         self.durations.append(row["seconds"])
+
+    def relay(self, node, line: str) -> None:
+        """A stage's progress line: the live table shows its own, so nothing here."""
 
     def render(self) -> Table:
         pending = sum(1 for row in self.rows.values() if row["state"] in {"pending", "running"})
@@ -66,3 +85,46 @@ class RunView:
 
     def __exit__(self, *exc_info) -> None:
         self.live.stop()
+
+
+class LogView(RunView):
+    """The same events as plain lines on stdout, for a pipe, a log file or CI."""
+
+    def __init__(self, experiment: str, backend: str, out=None, console: Console | None = None):
+        super().__init__(experiment, backend, console)
+        self.out, self.began = out or sys.stdout, time.monotonic()
+
+    def _print(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+    def begin(self, nodes, done: set[str]) -> None:
+        super().begin(nodes, done)
+        self._print(f"negrl run {self.experiment} [{self.backend}]: {len(nodes)} stages, "
+                    f"{len(done)} already done")
+
+    def started(self, node) -> None:
+        super().started(node)
+        index = sum(1 for row in self.rows.values() if row["state"] != "pending")
+        self._print(started_line(time.monotonic() - self.began, node.name, index, len(self.rows)))
+
+    def finished(self, node, summary: dict) -> None:
+        super().finished(node, summary)
+        row = self.rows[node.name]
+        pending = sum(1 for r in self.rows.values() if r["state"] in {"pending", "running"})
+        self._print(finished_line(time.monotonic() - self.began, node.name, row["seconds"], row["figure"],
+                                  len(self.rows) - pending, len(self.rows), eta_seconds(self.durations, pending)))
+
+    def relay(self, node, line: str) -> None:
+        self._print(f"[{clock(time.monotonic() - self.began):>7}] {line}")
+
+    def __enter__(self) -> LogView:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        pass
+
+
+def run_view(experiment: str, backend: str, terminal: bool | None = None) -> RunView:
+    """The live table on a terminal, plain lines elsewhere."""
+    terminal = sys.stdout.isatty() if terminal is None else terminal
+    return RunView(experiment, backend) if terminal else LogView(experiment, backend)

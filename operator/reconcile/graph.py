@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from negrl_operator.api.experiment import ExperimentSpec
+from negrl_operator.api.experiment import STORAGE_REQUIRED, ExperimentSpec
 from negrl_operator.api.stage_config import (
     PAIR_FILES,
     PREPARED_TEST,
@@ -143,6 +143,8 @@ def storage_root(spec: ExperimentSpec, namespace: str, experiment: str, uid: str
     """`<mountPath>/<path>/<namespace>/<experiment>/<uid>`: the artifact folder of this experiment
     object. The uid keeps a deleted and re-created experiment of the same name from reusing the
     outputs of the old one (`negrl run` passes none: its work dir is its identity)."""
+    if spec.storage is None:  # the CRD's admission rule keeps such an object out of a cluster
+        raise ValueError(STORAGE_REQUIRED)
     rest = [part for part in (spec.storage.path.strip("/"), namespace, experiment, uid) if part]
     return "/".join([spec.storage.mount_path.rstrip("/"), *rest])
 
@@ -152,7 +154,8 @@ def stage_config(
     experiment: str = "local", metrics_port: int = 0,
 ) -> StageBase:
     """The JSON config of one stage (validated by the stage command with the same class)."""
-    common = {"experiment": experiment, "output_dir": stage_dir(storage_root, node.name), "metrics_port": metrics_port}
+    common = {"experiment": experiment, "output_dir": stage_dir(storage_root, node.name), "metrics_port": metrics_port,
+              "tracking": spec.tracking.params()}
     builder = {
         "prepare": _prepare_config, "train": _train_config, "sample": _sample_config,
         "credit": _credit_config, "pairs": _pairs_config, "evaluate": _evaluate_config,

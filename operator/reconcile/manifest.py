@@ -134,6 +134,17 @@ def common_env(spec: ExperimentSpec) -> list[dict]:
     return env
 
 
+MLFLOW_SECRET_ENV = {"token": "MLFLOW_TRACKING_TOKEN", "username": "MLFLOW_TRACKING_USERNAME",
+                     "password": "MLFLOW_TRACKING_PASSWORD"}
+
+
+def tracking_env(spec: ExperimentSpec) -> list[dict]:
+    """MLflow credentials of the stage pods, read by the MLflow client from its own variables."""
+    credentials = spec.tracking.mlflow_credentials
+    return [{"name": env, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+            for field, env in MLFLOW_SECRET_ENV.items() if (ref := getattr(credentials, field)) is not None]
+
+
 def storage_volume(spec: ExperimentSpec) -> dict:
     return {"name": STORAGE_VOLUME, "persistentVolumeClaim": {"claimName": spec.storage.claim_name}}
 
@@ -190,7 +201,7 @@ def stage_job(owner: Owner, spec: ExperimentSpec, node: StageNode) -> dict:
         args += ["--shard", f"$(JOB_COMPLETION_INDEX)/{shards}"]
     container = {
         "name": "stage", "image": spec.worker.image, "command": args,
-        "env": [_index_env(), {"name": "HOME", "value": "/tmp"}, *common_env(spec)],
+        "env": [_index_env(), {"name": "HOME", "value": "/tmp"}, *common_env(spec), *tracking_env(spec)],
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
         "resources": resources(spec.worker.resources), "securityContext": RESTRICTED_CONTAINER,
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -238,7 +249,7 @@ def trainer_job(owner: Owner, spec: ExperimentSpec, node: StageNode) -> dict:
     container = {
         "name": "trainer", "image": trainer.image or spec.worker.image,
         "command": torchrun_command(spec, master),
-        "env": [_index_env(), *common_env(spec)],
+        "env": [_index_env(), *common_env(spec), *tracking_env(spec)],
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT}, {"name": "rendezvous", "containerPort": MASTER_PORT}],
         "resources": resources(trainer.resources, trainer.gpus_per_node),
         "terminationMessagePolicy": "FallbackToLogsOnError",

@@ -14,6 +14,8 @@ from negrl_operator.reconcile.graph import BASE_POLICY, stage_graph
 from negrl_operator.report.estimate import PolicyResult, summarise
 from negrl_operator.report.figure import write_plot
 from negrl_operator.report.table import markdown_table, results_table
+from negrl_operator.report.training import PLOT as TRAINING_PLOT
+from negrl_operator.report.training import health, load_curves, markdown_lines, write_training_plot
 
 PLOT = "accuracy_vs_dsyn.png"
 
@@ -39,9 +41,12 @@ def write_report(experiment: NegRLExperiment, summaries: dict, workdir: Path, wa
     rows = results_table(summaries_by_method)
     size = experiment.spec.data.synthetic_size
     write_plot(summaries_by_method, size, workdir / PLOT)
+    curves = load_curves(workdir / "artifacts", [n.name for n in stage_graph(experiment.spec) if n.kind == "train"])
+    checks, plotted = health(curves), write_training_plot(curves, workdir / TRAINING_PLOT)
     (workdir / "results.json").write_text(json.dumps(
         {"experiment": experiment.metadata.name, "wall_s": round(wall_s, 1), "synthetic_size": size,
-         "policies": [r.__dict__ for r in results], "table": rows}, indent=2))
+         "policies": [r.__dict__ for r in results], "table": rows,
+         "training_health": [check.as_dict() for check in checks]}, indent=2))
     counts = {name: s for name, s in summaries.items() if name.split("-s")[0] in {"sample", "credit", "step-pairs", "rft-data"}}
     untrained = sorted(name for name, summary in summaries.items() if summary.get("untrained"))
     report = [
@@ -53,6 +58,7 @@ def write_report(experiment: NegRLExperiment, summaries: dict, workdir: Path, wa
         *([f"\nUntrained (no training example; the policy is its initial model): {', '.join(untrained)}\n"]
           if untrained else []),
         f"\n![accuracy vs |D_syn|]({PLOT})\n",
+        *markdown_lines(checks, TRAINING_PLOT if plotted else None),
         "\n## Stage summaries\n",
         "```json\n" + json.dumps(counts, indent=2, sort_keys=True) + "\n```\n",
     ]
@@ -64,3 +70,5 @@ def write_report(experiment: NegRLExperiment, summaries: dict, workdir: Path, wa
         table.add_row(*row.values())
     console.print(table)
     console.print(f"report: {workdir / 'report.md'}  plot: {workdir / PLOT}")
+    for check in (check for check in checks if check.collapsed):
+        console.print(f"[bold red]DPO collapse[/]: {check.stage}: chosen log-prob fell {check.drop:.1f} nats (report.md)")

@@ -22,7 +22,7 @@ BATCH = 256
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="negrl grade", description=__doc__.split("\n\n")[0])
-    parser.add_argument("file", nargs="?", help="JSONL input (default: stdin)")
+    parser.add_argument("file", nargs="?", help="JSONL input (`-` or none: stdin)")
     parser.add_argument("--workers", type=int, default=2, help="symbolic worker processes")
     parser.add_argument("--deadline", type=float, default=2.0, help="seconds per symbolic check")
     parser.add_argument("--memory-mb", type=int, default=512, help="address-space cap per worker")
@@ -74,12 +74,10 @@ def run(source: IO[str], sink: IO[str], grader: Grader) -> None:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    with Grader(workers=args.workers, deadline_s=args.deadline, memory_mb=args.memory_mb) as grader:
-        if args.file:
-            with open(args.file, encoding="utf-8", errors="replace") as source:
-                run(source, sys.stdout, grader)
-        else:
-            run(sys.stdin, sys.stdout, grader)
+    # opened before the worker pool starts, so a wrong path fails at once (`-` or none: stdin)
+    source = open(args.file, encoding="utf-8", errors="replace") if args.file not in (None, "-") else sys.stdin
+    with source, Grader(workers=args.workers, deadline_s=args.deadline, memory_mb=args.memory_mb) as grader:
+        run(source, sys.stdout, grader)
         counts = grader.counters
     print(" ".join(f"{k}={v}" for k, v in counts.items()), file=sys.stderr)
     return 0

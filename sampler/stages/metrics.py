@@ -6,6 +6,7 @@ Names follow `negrl_<component>_<what>_<unit>`; counters end in `_total`; label 
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterable
 
@@ -13,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from negrl_operator.api.progress import Throttle, period_s, progress_line
 from negrl_sampler.serving.client import Completion
 
 
@@ -100,12 +102,14 @@ class RolloutMetrics:
 
 
 class ProgressView:
-    """Progress bars with live rates on a terminal (stderr); silent when stderr is not a terminal."""
+    """Progress bars with live rates on a terminal (stderr); in a log (no terminal), a progress line
+    at the first question, every period (NEGRL_PROGRESS_EVERY_S, default 30 s) and the last."""
 
-    def __init__(self, metrics: RolloutMetrics, total: int, done: int, label: str):
-        self.metrics = metrics
+    def __init__(self, metrics: RolloutMetrics, total: int, done: int, label: str, period: float | None = None):
+        self.metrics, self.label, self.total, self.done, self.start = metrics, label, total, done, done
         self.console = Console(stderr=True)
         self.enabled = self.console.is_terminal
+        self.throttle = Throttle(period_s() if period is None else period)
         self.started = time.monotonic()
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -121,9 +125,24 @@ class ProgressView:
     def __exit__(self, *exc_info) -> None:
         self.progress.stop()
 
+    def figures(self) -> str:
+        """What the stage has found so far: correct ratio (sample, eval), pits (credit)."""
+        totals, tally = self.metrics.totals, self.metrics._tally
+        graded = sum(tally.values())
+        parts = [f"correct {tally['correct'] / graded:.0%}"] if graded else []
+        if self.metrics.value("negrl_credit_negatives_total"):
+            parts.append(f"negatives credited {self.metrics.value('negrl_credit_negatives_total'):.0f}"
+                         f" pits {totals['pits']} rollouts {totals['rollouts']}")
+        return " ".join(parts)
+
     def advance(self, questions: int = 1) -> None:
-        elapsed = max(time.monotonic() - self.started, 1e-9)
+        now = time.monotonic()
+        elapsed = max(now - self.started, 1e-9)
         completions = self.metrics.totals["completions"]
         tokens = self.metrics.totals["generated_tokens"]
         rates = f"{completions / elapsed:.1f} compl/s {tokens / elapsed:.0f} tok/s"
         self.progress.update(self.task, advance=questions, rates=rates)
+        self.done += questions
+        if not self.enabled and self.throttle.due(now, finished=self.done >= self.total):
+            print(progress_line(self.label, self.done, self.total, "questions", elapsed, self.start, self.figures()),
+                  file=sys.stderr, flush=True)

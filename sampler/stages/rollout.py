@@ -32,6 +32,7 @@ from negrl_operator.api.artifact import (
     shard_done,
     shard_manifest_path,
     shard_records_path,
+    stage_manifest,
 )
 from negrl_operator.api.stage_config import (
     STAGE_CONFIG_PATH,
@@ -194,6 +195,16 @@ def prune_incomplete(path: Path, expected: dict[str, int]) -> int:
     return len(records) - len(kept)
 
 
+def record_figures(config: Any, stage: str, totals: dict, figures: Callable[[dict], dict] | None) -> None:
+    """The stage's headline figures to TensorBoard (and MLflow), once, from the merged totals, before
+    the manifest marks the stage done (an interrupted run then redoes the stage, figures included)."""
+    if config.tracking.tensorboard or config.tracking.mlflow_uri:
+        from negrl_trainer.tracking import record_stage_summary
+
+        counts = {key: value for key, value in totals.items() if isinstance(value, int | float)}
+        record_stage_summary(config, stage, {**counts, **(figures(counts) if figures else {})})
+
+
 def execute(config: Any, stage: str, units: dict[str, int], work: Work, summarize: Summarize,
             figures: Callable[[dict], dict] | None = None) -> int:
     """Run one shard of a stage end to end; returns the exit code. `units` maps this shard's
@@ -205,6 +216,9 @@ def execute(config: Any, stage: str, units: dict[str, int], work: Work, summariz
     head = {"stage": stage, "shard": f"{index}/{count}", "output_dir": out}
     if shard_done(out, index, count, inputs):
         summary = read_json(shard_manifest_path(out, index, count))["summary"]
+        if stage_manifest(out) is None:  # stopped between the shard's manifest and the stage's
+            finish_shard(out, index, count, inputs, summary,
+                         before_manifest=lambda totals: record_figures(config, stage, totals, figures))
         report_summary({**head, **summary, "resumed": "shard already complete"})
         return 0
     metrics = RolloutMetrics(stage)
@@ -215,11 +229,13 @@ def execute(config: Any, stage: str, units: dict[str, int], work: Work, summariz
         with RecordWriter(path) as writer, ThreadPoolExecutor(1, thread_name_prefix="records") as disk:
             done = {unit_of(record) for record in writer.existing}
             run = ShardRun(config=config, metrics=metrics, writer=writer, done=done, disk=disk)
-            with ProgressView(metrics, total=len(units), done=len(done & set(units)), label=stage) as view:
+            with ProgressView(metrics, total=len(units), done=len(done & set(units)),
+                              label=Path(out).name) as view:  # the graph's name: eval-sft, credit-s1, ...
                 run.progress = view
                 asyncio.run(work(run))
         summary = summarize(list(read_jsonl(path)))
-        manifest = finish_shard(out, index, count, inputs, summary)
+        manifest = finish_shard(out, index, count, inputs, summary,  # the last shard records the totals
+                                before_manifest=lambda totals: record_figures(config, stage, totals, figures))
         report_summary({**head, **summary, **(figures(summary) if figures else {}),
                         "complete": manifest is not None, "request_errors": metrics.totals["errors"]})
         return 0

@@ -267,10 +267,13 @@ def test_operator_runs_with_the_charts_service_account_only(kube_cluster, operat
         pytest.param({"stages": {"credit": {"enabled": False}}}, "stepDpo needs credit.enabled", id="cel-rule"),
         pytest.param({"sampler": {"tensorParalel": 2}}, "tensorParalel", id="unknown-field"),
         pytest.param({"trainer": {"zeroStage": 5}}, "spec.trainer.zeroStage", id="enum"),
+        # None: the field is left out of the manifest; the admission rule names it and the fix
+        pytest.param({"storage": None}, "spec.storage is required on a cluster", id="no-storage"),
     ],
 )
 def test_invalid_manifest_is_rejected_naming_the_field(kube_cluster, chart, namespace, tmp_path, changes, field):
     doc = example(namespace, "invalid", **changes)
+    doc["spec"] = {key: value for key, value in doc["spec"].items() if value is not None}
     result = kubectl_apply(kube_cluster, doc, tmp_path, check=False)
     assert result.returncode != 0 and field in result.stderr, result.stderr
 

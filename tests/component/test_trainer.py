@@ -240,9 +240,10 @@ def test_command_reports_a_bad_config(tmp_path, deepspeed_cpu_env):
     config_path.write_text(json.dumps({"kind": "train", "stage": "ppo", "outputDir": "x", "modelPath": "m",
                                        "data": ["d"]}))
     process = run_command(config_path, deepspeed_cpu_env)
-    stdout, _ = process.communicate(timeout=120)
-    assert process.returncode == 2
-    assert "error" in json.loads(stdout.strip().splitlines()[-1])
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 3  # CONFIG_ERROR: not retryable
+    assert "stage" in json.loads(stdout.strip().splitlines()[-1])["error"]
+    assert stderr.strip().splitlines() == [stderr.strip()] and "Traceback" not in stderr
 
 
 def test_metrics_are_served_on_the_metrics_port():

@@ -48,7 +48,8 @@ def test_operator_image_has_no_torch_and_worker_has_the_stage_commands():
     operator_installs = " ".join(rest for key, rest in all_stages["operator"] if key == "RUN")
     worker_installs = " ".join(rest for key, rest in all_stages["worker"] if key == "RUN")
     assert ".[operator]" in operator_installs and "worker" not in operator_installs
-    assert ".[worker]" in worker_installs
+    assert ".[worker,tracking]" in worker_installs  # the MLflow client only where stages run
+    assert "tracking" not in operator_installs
 
 
 def test_base_image_is_pinned():

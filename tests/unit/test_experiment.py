@@ -158,3 +158,18 @@ def test_every_cross_field_rule_is_a_cel_rule(generated):
 def test_crd_command_prints_yaml(capsys):
     assert crd_module.main([]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["kind"] == "CustomResourceDefinition"
+
+
+def test_storage_is_optional_in_the_model_and_required_by_the_api_server(generated):
+    doc = {k: v for k, v in MINIMAL.items() if k != "storage"}
+    assert ExperimentSpec.model_validate(doc).storage is None  # `negrl run` writes under --workdir
+    root = generated["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    rule = next(r for r in root["x-kubernetes-validations"] if r["rule"] == "has(self.spec.storage)")
+    assert rule["fieldPath"] == ".spec.storage" and "claimName" in rule["message"]
+    assert "storage" not in root["properties"]["spec"].get("required", [])
+
+
+def test_tracking_defaults_to_tensorboard_only():
+    tracking = ExperimentSpec.model_validate(MINIMAL).tracking
+    assert tracking.tensorboard is True and tracking.mlflow_uri is None and tracking.mlflow_experiment == "negrl"
+    assert tracking.params().model_dump(by_alias=False) == {"tensorboard": True, "mlflow_uri": None, "mlflow_experiment": "negrl"}

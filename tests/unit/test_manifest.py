@@ -191,3 +191,29 @@ def test_hash_ignores_itself_and_tracks_content():
     changed = json.loads(json.dumps(manifest))
     changed["spec"]["ports"][0]["port"] = 9000
     assert with_hash(changed)["metadata"]["annotations"][HASH_ANNOTATION] != content_hash(manifest)
+
+
+def test_mlflow_credentials_reach_stage_pods_as_secret_refs_and_stay_out_of_configs():
+    spec = ExperimentSpec.model_validate(spec_with(tracking={
+        "mlflowUri": "http://mlflow.mlflow:5000", "mlflowExperiment": "team-a",
+        "mlflowCredentials": {"username": {"name": "mlflow", "key": "user"}, "password": {"name": "mlflow", "key": "pw"}}}))
+    wanted = [{"name": "MLFLOW_TRACKING_USERNAME", "valueFrom": {"secretKeyRef": {"name": "mlflow", "key": "user"}}},
+              {"name": "MLFLOW_TRACKING_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "mlflow", "key": "pw"}}}]
+    for stage in ("sample", "sft"):
+        config_map, job, *_ = children(spec, stage)
+        env = pod_spec(job)["containers"][0]["env"]
+        assert [item for item in env if item["name"].startswith("MLFLOW_")] == wanted, stage
+        config = parse_stage_config(config_map["data"]["stage.json"])
+        assert config.tracking.mlflow_uri == "http://mlflow.mlflow:5000" and config.tracking.mlflow_experiment == "team-a"
+        assert "mlflowCredentials" not in config_map["data"]["stage.json"]
+    deployment = sampler_deployment(OWNER, spec, "base", "m", 1)
+    assert not any(item["name"].startswith("MLFLOW_") for item in pod_spec(deployment)["containers"][0]["env"])
+    plain = [item["name"] for item in pod_spec(CASES["sample"]()[1])["containers"][0]["env"]]
+    assert not any(name.startswith("MLFLOW_") for name in plain)
+
+
+def test_a_spec_without_storage_has_no_storage_root():
+    doc = spec_with()
+    doc.pop("storage")
+    with pytest.raises(ValueError, match="spec.storage is required on a cluster"):
+        storage_root(ExperimentSpec.model_validate(doc), "ns", "exp")
