@@ -76,7 +76,11 @@ class CreditParams(Strict):
         "early_stop", description="Pit search: every step, left-to-right with early stop, or binary search."
     )
     negatives_per_question: int = Field(8, ge=1, le=1024, description="Negatives scanned per question.")
-    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    temperature: float | None = Field(
+        None, ge=0.0, le=2.0,
+        description="Rollout temperature; unset: the sampling stage's, so the Best-of-K policy is the "
+        "policy that produced the negatives.",
+    )
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_tokens: int = Field(512, ge=1, le=32768, description="Max new tokens per rollout.")
     stop: list[str] = Field(default_factory=list)
@@ -92,6 +96,11 @@ class PairParams(Strict):
         "self",
         description="Chosen side of a per-step pair: a self-generated positive, the synthetic solution, "
         "or a correct rollout from the pit's prefix.",
+    )
+    match_counts: bool = Field(
+        True,
+        description="Outcome DPO and per-step DPO train on the same number of pairs: the larger set is "
+        "subsampled (seeded) to the size of the smaller, and both are built after credit assignment.",
     )
     seed: int = 0
 

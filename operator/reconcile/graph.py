@@ -87,23 +87,35 @@ def _sampling_chain(spec: ExperimentSpec, seed: int, named, sft: str, sft_needs:
     stages = spec.stages
     sample = named("sample")
     nodes = [StageNode(sample, "sample", "sample", (PREPARE, *sft_needs), serves=sft, seed=seed)]
-    if stages.rft.enabled or stages.outcome_dpo.enabled:
+    matched = matched_pairs(spec)
+    if stages.rft.enabled or (stages.outcome_dpo.enabled and not matched):
         data = named("rft-data")
         nodes.append(StageNode(data, "pairs", "rft-data", (sample,), seed=seed))
         if stages.rft.enabled:
             init_needs = sft_needs if stages.rft.init == "sft" else ()
             nodes.append(StageNode(named("rft"), "train", "rft", (data, *init_needs), produces=named("rft"), seed=seed))
-        if stages.outcome_dpo.enabled:
-            name = named("outcome-dpo")
-            nodes.append(StageNode(name, "train", "outcome-dpo", (data, *sft_needs), produces=name, seed=seed))
+    outcome = []
+    if stages.outcome_dpo.enabled:
+        name, data = named("outcome-dpo"), named("step-pairs" if matched else "rft-data")
+        outcome = [StageNode(name, "train", "outcome-dpo", (data, *sft_needs), produces=name, seed=seed)]
+    if not matched:
+        nodes += outcome
     if stages.credit.enabled:
         credit = named("credit")
         nodes.append(StageNode(credit, "credit", "credit", (sample,), serves=sft, seed=seed))
         if stages.step_dpo.enabled:
             pairs, name = named("step-pairs"), named("step-dpo")
             nodes.append(StageNode(pairs, "pairs", "step-pairs", (credit,), seed=seed))
+            nodes += outcome if matched else []
             nodes.append(StageNode(name, "train", "step-dpo", (pairs, *sft_needs), produces=name, seed=seed))
     return nodes
+
+
+def matched_pairs(spec: ExperimentSpec) -> bool:
+    """Outcome and per-step DPO pairs are built together, with equal counts (pairs.matchCounts)."""
+    stages = spec.stages
+    both = stages.outcome_dpo.enabled and stages.step_dpo.enabled and stages.credit.enabled
+    return both and spec.stages.pairs.match_counts
 
 
 def runnable(nodes: list[StageNode], done: set[str]) -> list[StageNode]:
@@ -184,9 +196,12 @@ def _sample_config(spec, node, root, server, common) -> SampleStageConfig:
 
 
 def _credit_config(spec, node, root, server, common) -> CreditStageConfig:
+    params = _seeded(spec.stages.credit.params, node.seed)
+    if params.temperature is None:  # roll out with the policy that produced the negatives
+        params = params.model_copy(update={"temperature": spec.stages.sampling.params.temperature})
     return CreditStageConfig(
         **common, server=server, task=spec.data.task, samples_dir=stage_dir(root, node.needs[0]),
-        shard_count=spec.worker.shards, prompt=spec.data.prompt, params=_seeded(spec.stages.credit.params, node.seed),
+        shard_count=spec.worker.shards, prompt=spec.data.prompt, params=params,
     )
 
 
@@ -195,10 +210,11 @@ def _pairs_config(spec, node, root, server, common) -> PairsStageConfig:
     if node.role == "step-pairs":
         credit, sample = sibling(node, "credit"), sibling(node, "sample")
         return PairsStageConfig(
-            **common, outputs=["step"], samples_dir=stage_dir(root, sample), credit_dir=stage_dir(root, credit),
+            **common, outputs=["step", "outcome"] if matched_pairs(spec) else ["step"], samples_dir=stage_dir(root, sample), credit_dir=stage_dir(root, credit),
             questions=_questions(root), params=params,
         )
-    outputs = [out for out, on in (("rft", spec.stages.rft.enabled), ("outcome", spec.stages.outcome_dpo.enabled)) if on]
+    outcome = spec.stages.outcome_dpo.enabled and not matched_pairs(spec)
+    outputs = [out for out, on in (("rft", spec.stages.rft.enabled), ("outcome", outcome)) if on]
     return PairsStageConfig(
         **common, outputs=outputs, samples_dir=stage_dir(root, node.needs[0]), questions=_questions(root), params=params
     )
