@@ -218,6 +218,7 @@ class TrainStageConfig(StageBase):
 DataSourceKind = Literal["gsm8k-jsonl", "questions-jsonl", "stargraph"]
 PREPARED_TRAIN = "train.jsonl"
 PREPARED_TEST = "test.jsonl"
+PREPARED_VALIDATION = "validation.jsonl"
 
 
 class DataSourceSpec(Strict):
@@ -236,6 +237,10 @@ class DataSourceSpec(Strict):
     nodes: int = Field(50, ge=4, le=100000, description="stargraph: size of the node-label vocabulary.")
     train_size: int = Field(10000, ge=1, le=10000000, description="stargraph: training questions generated.")
     test_size: int = Field(500, ge=1, le=1000000, description="stargraph: test questions generated.")
+    validation_size: int = Field(
+        0, ge=0, le=1000000, description="stargraph: validation questions generated (for choosing hyperparameters)."
+    )
+    validation_path: str | None = Field(None, description="Validation split (JSONL) of a file source; optional.")
     seed: int = Field(0, description="stargraph: generator seed (the test split uses its own stream).")
 
     @model_validator(mode="after")
@@ -267,6 +272,11 @@ class PrepareStageConfig(StageBase):
     train_size: int | None = Field(None, ge=1, description="Keep only the first N training questions.")
     scratch_model: ScratchModelSpec | None = Field(
         None, description="Also build this from-scratch base model into <output_dir>/model."
+    )
+    scratch_seeds: list[int] = Field(
+        default_factory=lambda: [0],
+        description="One scratch model per experiment seed, initialised with scratchModel.seed + seed: "
+        "<output_dir>/model for seed 0, <output_dir>/model-s<seed> for the others.",
     )
     prompt: PromptSpec = Field(default_factory=PromptSpec, description="Its words join a word-level vocabulary.")
 

@@ -19,6 +19,7 @@ from negrl_operator.api.stage_config import (
     PAIR_FILES,
     PREPARED_TEST,
     PREPARED_TRAIN,
+    PREPARED_VALIDATION,
     CreditStageConfig,
     EvaluateStageConfig,
     PairsStageConfig,
@@ -80,6 +81,8 @@ def _seed_chain(spec: ExperimentSpec, seed: int, suffixed: bool) -> list[StageNo
                       serves=policy, seed=seed)
             for policy in policies
         ]
+        if stages.sft.enabled and stages.eval.train_questions:  # memorisation: pi_sft on its own questions
+            nodes.append(StageNode(f"eval-train-{sft}", "evaluate", "eval-train", (PREPARE, sft), serves=sft, seed=seed))
     return nodes
 
 
@@ -141,9 +144,16 @@ def stage_dir(storage_root: str, name: str) -> str:
     return f"{storage_root.rstrip('/')}/{name}"
 
 
-def base_model(spec: ExperimentSpec, storage_root: str) -> str:
-    """The base model: `model.name`, or the from-scratch model the prepare stage builds."""
-    return f"{stage_dir(storage_root, PREPARE)}/model" if spec.model.scratch else spec.model.name
+def base_model(spec: ExperimentSpec, storage_root: str, seed: int = 0) -> str:
+    """The base model: `model.name`, or the from-scratch model the prepare stage builds for `seed`
+    (seeds are independent down to the initialisation: `model` for seed 0, `model-s<seed>` else)."""
+    if not spec.model.scratch:
+        return spec.model.name
+    return f"{stage_dir(storage_root, PREPARE)}/{scratch_model_folder(seed)}"
+
+
+def scratch_model_folder(seed: int) -> str:
+    return "model" if seed == 0 else f"model-s{seed}"
 
 
 def policy_model(spec: ExperimentSpec, policy: str, storage_root: str) -> str:
@@ -184,7 +194,7 @@ def _prepare_config(spec, node, root, server, common) -> PrepareStageConfig:
     factor = max([1, *spec.sweep.sft_multipliers])
     size = spec.data.synthetic_size * factor if spec.data.synthetic_size else None
     return PrepareStageConfig(**common, task=spec.data.task, source=spec.data.source, train_size=size,
-                              scratch_model=spec.model.scratch, prompt=spec.data.prompt)
+                              scratch_model=spec.model.scratch, scratch_seeds=list(spec.seeds), prompt=spec.data.prompt)
 
 
 def _sample_config(spec, node, root, server, common) -> SampleStageConfig:
@@ -221,10 +231,15 @@ def _pairs_config(spec, node, root, server, common) -> PairsStageConfig:
 
 
 def _evaluate_config(spec, node, root, server, common) -> EvaluateStageConfig:
+    block = spec.stages.eval
+    if node.role == "eval-train":
+        split, limit = PREPARED_TRAIN, min(block.train_questions, spec.data.synthetic_size or block.train_questions)
+    else:
+        split = PREPARED_VALIDATION if block.split == "validation" else PREPARED_TEST
+        limit = block.max_questions
     return EvaluateStageConfig(
-        **common, server=server, task=spec.data.task, policy=node.serves, questions=_questions(root, PREPARED_TEST),
-        max_questions=spec.stages.eval.max_questions, prompt=spec.data.prompt,
-        params=_seeded(spec.stages.eval.params, node.seed),
+        **common, server=server, task=spec.data.task, policy=node.serves, questions=_questions(root, split),
+        max_questions=limit, prompt=spec.data.prompt, params=_seeded(block.params, node.seed),
     )
 
 
@@ -240,14 +255,16 @@ def _train_params(spec: ExperimentSpec, params: TrainParams, seed: int) -> Train
 def _train_config(spec, node, root, server, common) -> TrainStageConfig:
     stages, sft = spec.stages, sft_policy(node, spec)
     if node.role == "sft":
-        synthetic = spec.data.synthetic_size
+        synthetic, params = spec.data.synthetic_size, _train_params(spec, stages.sft.params, node.seed)
+        if spec.sweep.sft_steps:  # compute-matched: the step cap binds at every sweep point
+            params = params.model_copy(update={"max_steps": spec.sweep.sft_steps, "epochs": 1000.0})
         return TrainStageConfig(
-            **common, stage="sft", model_path=base_model(spec, root), data=[_questions(root)], prompt=spec.data.prompt,
-            max_examples=synthetic * node.multiplier if synthetic else None,
-            params=_train_params(spec, stages.sft.params, node.seed),
+            **common, stage="sft", model_path=base_model(spec, root, node.seed), data=[_questions(root)],
+            prompt=spec.data.prompt,
+            max_examples=synthetic * node.multiplier if synthetic else None, params=params,
         )
     if node.role == "rft":
-        init = base_model(spec, root) if stages.rft.init == "base" else policy_model(spec, sft, root)
+        init = base_model(spec, root, node.seed) if stages.rft.init == "base" else policy_model(spec, sft, root)
         return TrainStageConfig(
             **common, stage="rft", model_path=init, data=[f"{stage_dir(root, node.needs[0])}/{PAIR_FILES['rft']}"],
             prompt=spec.data.prompt, params=_train_params(spec, stages.rft.params, node.seed),

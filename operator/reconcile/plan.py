@@ -192,7 +192,7 @@ def _status(old: ExperimentStatus, stages: list[StageStatus], spec: ExperimentSp
     message = f"stage {failed[0].name} failed: {failed[0].message}" if failed else ""
     if not message and phase != "Succeeded":
         message = next((f"{s.name}: {s.message}" for s in stages if s.state == "Waiting"), "")
-    policy_of = {node.name: node.serves for node in nodes if node.kind == "evaluate"}
+    policy_of = {node.name: node.serves for node in nodes if node.role == "eval"}  # not eval-train
     return old.model_copy(update={
         "phase": phase, "stage": ",".join(s.name for s in failed) if failed else ",".join(running),
         "message": message, "stages": stages, "results": results(stages, policy_of),

@@ -45,6 +45,7 @@ def names(**changes) -> list[str]:
         pytest.param({"stages__eval": OFF}, [n for n in FULL if not n.startswith("eval")], id="no-eval"),
         pytest.param({"stages": {k: OFF for k in ("sampling", "rft", "credit", "stepDpo", "outcomeDpo")}},
                      ["prepare", "sft", "eval-sft"], id="sft-only"),
+        pytest.param({"stages__eval": {"trainQuestions": 100}}, [*FULL, "eval-train-sft"], id="memorisation-check"),
         pytest.param({"stages__sft": OFF, "stages__eval": OFF},
                      ["prepare", "sample", "rft-data", "rft", "credit", "step-pairs", "outcome-dpo", "step-dpo"],
                      id="base-is-the-sft-policy"),
@@ -170,3 +171,29 @@ def test_sampling_stages_need_a_server():
 def test_storage_root_joins_mount_path_folder_namespace_and_name():
     spec = ExperimentSpec.model_validate(spec_with(storage={"claimName": "c", "mountPath": "/mnt/", "path": ""}))
     assert storage_root(spec, "team", "exp") == "/mnt/team/exp"
+
+
+def test_validation_split_memorisation_eval_and_per_seed_scratch_models():
+    source = {"kind": "stargraph", "degree": 2, "pathLength": 5, "nodes": 30, "validationSize": 50}
+    got = configs(data__task="sequence", data__source=source, data__prompt={"template": "{question} ="},
+                  model={"name": "tiny", "scratch": {"hidden": 64}}, seeds=[0, 3],
+                  stages__eval={"split": "validation", "trainQuestions": 100, "maxQuestions": 40})
+    root = "/data/negrl/ns/exp"
+    assert got["eval-sft-s0"].questions == f"{root}/prepare/validation.jsonl"
+    assert got["eval-sft-s0"].max_questions == 40
+    train = got["eval-train-sft-s3"]
+    assert (train.questions, train.max_questions, train.policy) == (f"{root}/prepare/train.jsonl", 100, "sft-s3")
+    assert got["prepare"].scratch_seeds == [0, 3]
+    assert got["sft-s0"].model_path == f"{root}/prepare/model"
+    assert got["sft-s3"].model_path == f"{root}/prepare/model-s3"
+    with pytest.raises(ValueError, match="validationSize"):
+        ExperimentSpec.model_validate(spec_with(stages__eval={"split": "validation"}))
+
+
+def test_compute_matched_sweep_runs_the_same_steps_at_every_point():
+    got = configs(sweep={"sftMultipliers": [2, 4], "sftSteps": 300})
+    for name in ("sft", "sft-x2", "sft-x4"):
+        assert (got[name].params.max_steps, got[name].params.epochs) == (300, 1000.0)
+    assert [got[name].max_examples for name in ("sft", "sft-x2", "sft-x4")] == [500, 1000, 2000]
+    epochs = configs(sweep={"sftMultipliers": [2]})  # the old behaviour: epochs, steps grow with k
+    assert epochs["sft-x2"].params.max_steps is None and epochs["sft-x2"].params.epochs == 3.0
