@@ -161,3 +161,13 @@ def test_correctness_tables_group_seeds_and_keep_common_questions():
                                  ("rft", 1, 0, {"a": True})])
     sft = next(t for t in tables if t.method == "sft")
     assert (sft.seeds, sft.questions, sft.table) == ((0, 1), ("a", "b"), ((False, True), (True, False)))
+
+
+def test_plot_is_written_with_bands_points_and_labels(tmp_path):
+    from negrl_operator.report.figure import write_plot
+
+    summaries = [MethodSummary("sft", 1, 0.25, 0.0, 2, None), MethodSummary("sft", 2, 0.5, 0.0, 2, None),
+                 MethodSummary("step-dpo", 1, 1.0, 0.0, 2, None)]
+    tables = [SWEEP[0], SWEEP[1], policy("step-dpo", 1, correct_first(40))]
+    write_plot(summaries, 500, tmp_path / "plot.png", accuracy_intervals(tables), compare_to_sft(tables))
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
