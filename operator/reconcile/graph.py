@@ -68,13 +68,14 @@ def _seed_chain(spec: ExperimentSpec, seed: int, suffixed: bool) -> list[StageNo
     policies = [sft]
     if stages.sft.enabled:
         nodes.append(StageNode(sft, "train", "sft", (PREPARE,), produces=sft, seed=seed))
+    if stages.sampling.enabled:
+        nodes += _sampling_chain(spec, seed, named, sft, sft_needs)
+        policies += [node.produces for node in nodes if node.produces and node.role != "sft"]
+    if stages.sft.enabled:  # after the methods: a local run reaches its methods' results first
         for factor in spec.sweep.sft_multipliers:
             name = named(f"sft-x{factor}")
             nodes.append(StageNode(name, "train", "sft", (PREPARE,), produces=name, seed=seed, multiplier=factor))
             policies.append(name)
-    if stages.sampling.enabled:
-        nodes += _sampling_chain(spec, seed, named, sft, sft_needs)
-        policies += [node.produces for node in nodes if node.produces and node.role != "sft"]
     if stages.eval.enabled:
         nodes += [
             StageNode(f"eval-{policy}", "evaluate", "eval", (PREPARE, *(() if policy == BASE_POLICY else (policy,))),
