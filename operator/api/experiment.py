@@ -139,6 +139,9 @@ class RftStageSpec(TrainStageSpec):
 
 class SamplingStageSpec(Strict):
     enabled: bool = Field(True, description="Sample the SFT policy (needed by RFT, credit and both DPO stages).")
+    max_questions: int | None = Field(
+        None, ge=1, description="Sample only the first N of the |D_syn| training questions (default: all).",
+    )
     params: SamplingParams = Field(default_factory=SamplingParams, description="Sampling hyperparameters.")
 
 

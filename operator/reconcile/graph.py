@@ -198,11 +198,16 @@ def _prepare_config(spec, node, root, server, common) -> PrepareStageConfig:
                               scratch_model=spec.model.scratch, scratch_seeds=list(spec.seeds), prompt=spec.data.prompt)
 
 
+def _sampled_questions(spec: ExperimentSpec) -> int | None:
+    limits = [n for n in (spec.data.synthetic_size, spec.stages.sampling.max_questions) if n is not None]
+    return min(limits) if limits else None
+
+
 def _sample_config(spec, node, root, server, common) -> SampleStageConfig:
     params = _seeded(spec.stages.sampling.params, node.seed)
     return SampleStageConfig(
         **common, server=server, task=spec.data.task, questions=_questions(root), shard_count=spec.worker.shards,
-        max_questions=spec.data.synthetic_size, prompt=spec.data.prompt, params=params,
+        max_questions=_sampled_questions(spec), prompt=spec.data.prompt, params=params,
     )
 
 

@@ -190,6 +190,11 @@ def test_validation_split_memorisation_eval_and_per_seed_scratch_models():
         ExperimentSpec.model_validate(spec_with(stages__eval={"split": "validation"}))
 
 
+def test_sampling_can_cover_only_the_first_questions_of_d_syn():
+    assert configs(stages__sampling={"maxQuestions": 100})["sample"].max_questions == 100
+    assert configs(stages__sampling={"maxQuestions": 900})["sample"].max_questions == 500  # |D_syn| = 500
+
+
 def test_compute_matched_sweep_runs_the_same_steps_at_every_point():
     got = configs(sweep={"sftMultipliers": [2, 4], "sftSteps": 300})
     for name in ("sft", "sft-x2", "sft-x4"):
