@@ -93,7 +93,7 @@ def gates(degree: int | None, test: list[MoveAccuracy], train: list[MoveAccuracy
     gap = None
     if train and test:
         gap = mean_of([m.accuracy for m in train]) - mean_of([m.accuracy for m in test])
-    rows.append(_gate("no memorisation: train - test accuracy", gap, f"<= {MEMORISATION_GAP}",
+    rows.append(_gate("no memorisation: train - held-out accuracy", gap, f"<= {MEMORISATION_GAP}",
                       gap is not None and gap <= MEMORISATION_GAP))
     share = mean_of([c["usable_pit_share"] for c in census])
     rows.append(_gate("negatives with a usable pit", share, f">= {USABLE_PIT_SHARE}",
@@ -108,7 +108,7 @@ def _gate(name: str, value: float | None, target: str, passed: bool) -> dict:
 
 def markdown(seed_rows: list[dict], gate_rows: list[dict]) -> str:
     """The diagnostics section: one row per seed, then the gates."""
-    lines = ["| seed | test acc | first move | acc given first move | train acc | negatives | usable pit "
+    lines = ["| seed | held-out acc | first move | acc given first move | train acc | negatives | usable pit "
              "| pit histogram | pairs (outcome/step) | DPO steps (outcome/step) | rollouts/neg | tokens/neg |",
              "|" + "---|" * 12]
     for row in seed_rows:

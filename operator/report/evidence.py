@@ -116,7 +116,9 @@ def science_markdown(evidence: Evidence, spec) -> list[str]:
         lines.append("Outcome DPO and per-step DPO train on the same number of pairs (pairs.matchCounts); "
                      "pairs and optimizer steps per seed are in the diagnostics (outcome/step).\n")
     lines += ["\n## Regime diagnostics (pi_sft)\n",
-              "first move: the response starts with the answer's first two tokens; usable pit: a negative "
-              "whose pit makes a pair; rollouts and tokens the credit stage spent per scanned negative.\n",
+              f"held-out: the {evidence.split} split; train: pi_sft's own training questions; first move: the "
+              "response starts with the answer's first two tokens; usable pit: a negative whose pit makes a "
+              "pair; pit histogram: step -> negatives; rollouts and tokens the credit stage spent per "
+              "scanned negative.\n",
               diagnostics.markdown(evidence.seeds, evidence.gates if spec.data.task == "sequence" else [])]
     return lines

@@ -67,4 +67,4 @@ def test_markdown_prints_every_seed_and_gate():
     text = markdown([{"seed": 0, "test_accuracy": 0.5}], gates(2, [MoveAccuracy(0.5, 0.5, 1.0, 4)], [], []))
     assert "| 0 | 0.5 | - |" in text
     assert "| first move near chance | 0.5 | 1/2 ± 0.07 | PASS |" in text
-    assert "| no memorisation: train - test accuracy | None | <= 0.1 | FAIL |" in text
+    assert "| no memorisation: train - held-out accuracy | None | <= 0.1 | FAIL |" in text
