@@ -134,10 +134,13 @@ def quantile_interval(values) -> tuple[float, float]:
 
 def multiplier_label(difference_ci: tuple[float, float], beats_largest: bool, multiplier: float | None,
                      multiplier_ci: tuple[float, float], largest: int) -> str:
-    """`n.s.` when the difference to SFT at n is not significant, `> {largest}x` when the method beats
-    the largest sweep point significantly, else the multiplier and its CI."""
+    """`n.s.` when the difference to SFT at n is not significant, `< 1x` when it is significantly
+    negative, `> {largest}x` when the method beats SFT at n and the largest sweep point significantly,
+    else the multiplier and its CI."""
     if difference_ci[0] <= 0.0 <= difference_ci[1]:
         return "n.s."
+    if difference_ci[1] < 0.0:  # significantly worse than SFT at n, whatever the curve does later
+        return "< 1x"
     if beats_largest:
         return f"> {largest}x"
     if multiplier is None:  # past the sweep's best, but not significantly

@@ -94,6 +94,7 @@ def test_resample_weights_draw_every_item_count_times_per_replicate():
     ((-0.01, 0.05), False, 2.0, (1.0, 3.0), "n.s."),
     ((0.0, 0.05), False, 2.0, (1.0, 3.0), "n.s."),              # an interval touching 0 is not a gain
     ((0.01, 0.05), True, None, (8.0, math.inf), "> 8x"),
+    ((-0.11, -0.01), True, 1.0, (1.0, 1.0), "< 1x"),           # worse than SFT at n: never "> 8x"
     ((0.01, 0.05), False, 2.83, (1.2, math.inf), "2.8x [1.2x, >8x]"),
     ((0.01, 0.05), False, None, (4.0, math.inf), "beyond 8x (n.s. vs 8x)"),
 ])
