@@ -12,6 +12,12 @@ it), so every strategy sees the same world and full's own Best-of-K noise is par
 
 Target: early_stop or bisect spends >= 3x fewer generated tokens than full, with the same pit on
 >= 95% of negatives. Last line: name=value pairs.
+
+`--replay WORKDIR` measures the same two figures on a finished `negrl run` instead: a sample of the
+negatives its credit stage scanned (`--credit-stage`, default `credit` or `credit-s0`) is searched
+again with `full` and with the run's strategy by the real credit code, against a transformers
+server of the run's own pi_sft (`artifacts/sft[-s<seed>]/model`). Both searches see the same
+rollouts (the server seeds every completion), so the difference is the strategy alone.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import asyncio
 import random
 import sys
 import time
+from pathlib import Path
 
 from negrl_sampler.credit import ROUNDS, STRATEGIES, search_pit
 from negrl_sampler.simulated_policy import ScriptedNegative
@@ -69,8 +76,61 @@ def figures(results: dict[str, dict], negatives: list[ScriptedNegative]) -> dict
     return table
 
 
+def replay(workdir: Path, stage: str | None, sample: int, seed: int) -> int:
+    """Replay a run's real negatives with `full` and the run's strategy; prints the figures."""
+    from negrl_operator.api.artifact import read_records
+    from negrl_operator.api.stage_config import CreditStageConfig, ServerRef, load_stage_config
+    from negrl_sampler.grading.grader import Grader
+    from negrl_sampler.pairing import by_question
+    from negrl_sampler.record import Sample
+    from negrl_sampler.serving.client import CompletionClient
+    from negrl_sampler.serving.transformers_server import TransformersServer
+    from negrl_sampler.stages.credit import credit_negative, references
+    from negrl_sampler.stages.metrics import RolloutMetrics
+    from negrl_sampler.stages.rollout import AsyncGrader
+
+    stage = stage or next(name for name in ("credit", "credit-s0") if (workdir / "artifacts" / name).is_dir())
+    config = load_stage_config(workdir / "configs" / f"{stage}.json", CreditStageConfig)
+    scanned = [(r["question_id"], r["sample_index"]) for r in read_records(workdir / "artifacts" / stage)]
+    chosen = sorted(random.Random(seed).sample(scanned, min(sample, len(scanned))))
+    groups = by_question(Sample.model_validate(record) for record in read_records(config.samples_dir))
+    answers = references(config.samples_dir)
+    model = workdir / "artifacts" / ("sft" + stage.removeprefix("credit")) / "model"
+    strategy = config.params.strategy
+    started = time.perf_counter()
+    with TransformersServer(model) as server:
+        ref = ServerRef(base_url=server.base_url, model=server.model, max_concurrency=32)
+        metrics = RolloutMetrics("bench-credit")
+        grader = AsyncGrader(Grader(workers=1), metrics)
+
+        async def search(name: str) -> list:
+            run_config = config.model_copy(update={"server": ref, "params": config.params.model_copy(
+                update={"strategy": name})})
+            by_key = {(q, i): next(s for s in groups[q] if s.sample_index == i) for q, i in chosen}
+            async with CompletionClient.for_server(ref) as client:
+                return list(await asyncio.gather(*(
+                    credit_negative(run_config, client, grader, by_key[key], groups[key[0]], answers[key[0]])
+                    for key in chosen)))
+
+        full = asyncio.run(search("full"))
+        other = asyncio.run(search(strategy))
+    tokens = (sum(r.generated_tokens for r in full), sum(r.generated_tokens for r in other))
+    agreement = sum(a.pit == b.pit for a, b in zip(full, other, strict=True)) / len(chosen)
+    print(f"replay of {len(chosen)} real negatives of {workdir / 'artifacts' / stage} against {model}, "
+          f"K={config.params.rollouts}, {config.params.estimate}, {time.perf_counter() - started:.1f}s")
+    print(f"full: {tokens[0] / len(chosen):.1f} tokens/neg, {sum(r.rollouts for r in full) / len(chosen):.2f} "
+          f"rollouts/neg; {strategy}: {tokens[1] / len(chosen):.1f} tokens/neg, "
+          f"{sum(r.rollouts for r in other) / len(chosen):.2f} rollouts/neg")
+    print(f"strategy={strategy} negatives={len(chosen)} token_reduction={tokens[0] / max(tokens[1], 1):.2f} "
+          f"pit_agreement={agreement:.4f}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--replay", type=Path, help="a `negrl run` workdir: replay its real negatives")
+    parser.add_argument("--credit-stage", help="the credit stage to replay (default credit or credit-s0)")
+    parser.add_argument("--sample", type=int, default=100, help="negatives replayed")
     parser.add_argument("--negatives", type=int, default=3000)
     parser.add_argument("--rollouts", type=int, default=5, help="K")
     parser.add_argument("--estimate", choices=["best_of_k", "soft"], default="best_of_k")
@@ -81,6 +141,8 @@ def main() -> int:
     parser.add_argument("--rounds", choices=ROUNDS, default="single")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.replay:
+        return replay(args.replay, args.credit_stage, args.sample, args.seed)
     rng = random.Random(args.seed)
     negatives = [simulated_negative(rng, seed, args.recovery_rate, tuple(args.step_accuracy))
                  for seed in range(args.negatives)]

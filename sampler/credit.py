@@ -8,10 +8,12 @@ estimated from K rollouts of the prefix:
     best_of_k:  Q_i = 1 if any rollout is correct, else 0
     soft:       Q_i = 1 - (1 - q_i)^K, q_i = the fraction of rollouts that were correct
 
-Both reach their minimum, 0, exactly when no rollout is correct, so the **first pit** c is the first
-step with no successful rollout (c = L when every scanned prefix recovers). When Q_0 = 0 the policy
-cannot solve the question at all, no step *drops* the value, and the negative has no pit (dropped,
-no rollouts spent).
+The **first pit** c is the step of least advantage A_i = Q_i - Q_{i-1} (the first such step on a
+tie), over i = 1..L with Q_L = 0. With best_of_k the values are 0 or 1 and Q_0 = 1, so that is the
+first step with no successful rollout (c = L when every scanned prefix recovers: the mistake is the
+stop). With `soft` a later, deeper drop can beat the first zero, so every prefix is measured with
+all K rollouts whatever the strategy, and c = argmin A. When Q_0 = 0 the policy cannot solve the
+question at all, no step *drops* the value, and the negative has no pit (dropped, no rollouts spent).
 
 Strategies (`rollout(step, offset, count)` draws completions `offset..offset+count-1` of the
 K that belong to prefix `step`; seeds make completion j of a prefix the same text whichever
@@ -31,7 +33,8 @@ request asks for it, so the strategies see the same outcomes):
   0 breaks that and bisect can report a later or earlier pit than `full`; `full` and `early_stop`
   are exact under the same outcomes. Rollouts one at a time as in early_stop.
 
-With `soft` every scanned prefix gets all K rollouts (the estimate needs them all).
+With `soft` every prefix gets all K rollouts (the estimate needs them all, and the least advantage
+needs every prefix): the strategies only differ for best_of_k.
 """
 
 from __future__ import annotations
@@ -163,6 +166,20 @@ async def _bisect(scan: _Scan, num_steps: int) -> int:
     return high
 
 
+async def _least_advantage(scan: _Scan, num_steps: int, start: float) -> int:
+    """Every prefix with all K rollouts, then the step of least advantage (soft estimate)."""
+    await _full(scan, num_steps)
+    values = [start, *(scan.values[step].value for step in range(1, num_steps)), 0.0]
+    return least_advantage_step(values)
+
+
+def least_advantage_step(values: list[float]) -> int:
+    """argmin over i = 1..L of values[i] - values[i-1] (the first on a tie); values[0] is Q_0 and
+    values[L] is Q_L. The paper's first pit."""
+    advantages = [after - before for before, after in zip(values, values[1:], strict=False)]
+    return 1 + min(range(len(advantages)), key=lambda index: (advantages[index], index))
+
+
 _SEARCH = {"full": _full, "early_stop": _early_stop, "bisect": _bisect}
 
 
@@ -180,7 +197,10 @@ async def search_pit(
     if num_steps == 0 or (question_value is not None and question_value.successes == 0):
         return PitSearch(values=head, pit=None, rollouts=0, tokens=0)
     scan = _Scan(k=k, estimate=estimate, rollout=rollout, rounds=rounds)
-    pit = await _SEARCH[strategy](scan, num_steps)
+    if estimate == "soft":
+        pit = await _least_advantage(scan, num_steps, 1.0 if question_value is None else question_value.value)
+    else:
+        pit = await _SEARCH[strategy](scan, num_steps)
     values = head + [scan.values[step] for step in sorted(scan.values)]
     return PitSearch(
         values=values, pit=pit, rollouts=scan.rollouts, tokens=scan.tokens,

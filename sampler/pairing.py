@@ -4,13 +4,15 @@
 - Outcome pairs (baseline): a full correct response vs a full wrong one.
 - Per-step pairs: a correct response vs the negative cut right after its first pit.
 
-EOS rules (the trainer appends EOS to `chosen` and to an outcome pair's `rejected`, never to a
-per-step `rejected`):
+EOS rules (the trainer appends EOS to `chosen`; to `rejected` as `rejected_eos` says):
 
-    text                              used when                      EOS in training
-    RFT response / any chosen         correct and finished           yes
-    outcome rejected                  wrong and finished             yes
-    per-step rejected                 steps[:pit] of any negative    no (it is a cut prefix)
+    text                              used when                           EOS in training
+    RFT response / any chosen         correct and finished                yes
+    outcome rejected                  wrong and finished                  yes
+    per-step rejected, pit < L        steps[:pit] of any negative         no (it is a cut prefix)
+    per-step rejected, pit = L        the whole finished negative         yes (every prefix recovers:
+                                                                          the mistake is the stop)
+    per-step, pit = L, unfinished     cut by max_tokens                   dropped (Q_L unknown), counted
 
 "Finished" means the policy ended the text itself: finish_reason is not "length" (a text cut by
 max_tokens must not be taught to end there). Chosen sources for per-step pairs:
@@ -93,9 +95,23 @@ def outcome_pairs(samples: Iterable[Sample], per_question: int, seed: int = 0) -
             pairs.append(PreferencePair(
                 question_id=qid, kind="outcome", prompt=negative.prompt,
                 chosen=chosen[index % len(chosen)].response, rejected=negative.response,
-                chosen_source="self", rejected_sample_index=negative.sample_index,
+                chosen_source="self", rejected_sample_index=negative.sample_index, rejected_eos=True,
             ))
     return pairs
+
+
+def matched_counts(first: list, second: list, seed: int = 0) -> tuple[list, list]:
+    """Both lists cut to the length of the shorter: the longer keeps a seeded random subset, in its
+    original order (so outcome and per-step DPO see as many pairs, hence as many optimizer steps)."""
+    size = min(len(first), len(second))
+
+    def cut(items: list) -> list:
+        if len(items) == size:
+            return items
+        keep = sorted(random.Random(f"{seed}:matched").sample(range(len(items)), size))
+        return [items[index] for index in keep]
+
+    return cut(first), cut(second)
 
 
 def chosen_for(record: CreditRecord, source: str, own: list[Sample], question: Question | None,
@@ -110,16 +126,27 @@ def chosen_for(record: CreditRecord, source: str, own: list[Sample], question: Q
     return "".join(record.steps[: record.pit - 1]) + record.recovery
 
 
+def pit_at_end(record: CreditRecord) -> bool:
+    """Every scanned prefix recovered: the pit is the last step (the negative's stop, or its cut)."""
+    return record.pit is not None and record.pit == len(record.steps)
+
+
+def unknown_end(record: CreditRecord) -> bool:
+    """A pit-L negative cut by max_tokens: nothing says its end is wrong, so it makes no pair."""
+    return pit_at_end(record) and not record.finished
+
+
 def step_pairs(
     credits: Iterable[CreditRecord], samples: Iterable[Sample], questions: dict[str, Question],
     source: str, per_question: int, seed: int = 0,
 ) -> list[PreferencePair]:
     """Per-step pairs from negatives with a pit, in sample-index order, up to the cap per question.
-    Pairs whose (chosen, rejected) repeat an earlier pair of the question are dropped."""
+    Pairs whose (chosen, rejected) repeat an earlier pair of the question are dropped, and so are
+    `unknown_end` negatives (see the EOS table)."""
     groups = by_question(samples)
     records: dict[str, list[CreditRecord]] = defaultdict(list)
     for record in credits:
-        if record.pit is not None:
+        if record.pit is not None and not unknown_end(record):
             records[record.question_id].append(record)
     pairs = []
     for qid in sorted(records):
@@ -136,6 +163,7 @@ def step_pairs(
             pairs.append(PreferencePair(
                 question_id=qid, kind="step", prompt=record.prompt, chosen=chosen, rejected=rejected,
                 chosen_source=source, rejected_sample_index=record.sample_index, pit=record.pit,
+                rejected_eos=pit_at_end(record),
                 values=[value.value for value in record.values],
             ))
     return pairs

@@ -59,6 +59,7 @@ class CreditRecord(Record):
     rollouts: int               # completions requested
     generated_tokens: int
     recovery: str | None = None  # a correct completion after steps[:pit-1] (chosen source "rollout")
+    finished: bool = True       # the negative ended on its own (not cut by max_tokens): Q_L = 0 is known
 
 
 class Demonstration(Record):
@@ -75,7 +76,8 @@ class PreferencePair(Record):
     kind: Literal["step", "outcome"]
     prompt: str
     chosen: str
-    rejected: str               # per-step: the negative cut right after its pit; never gets an EOS
+    rejected: str               # per-step: the negative cut right after its pit
+    rejected_eos: bool | None = None  # train `rejected` with an EOS; None: by kind (outcome yes, step no)
     chosen_source: Literal["self", "synthetic", "rollout"]
     rejected_sample_index: int
     pit: int | None = None

@@ -3,7 +3,8 @@
 A prompt and its response are tokenised separately and joined, so the boundary between them is
 exact; prompt tokens get the label IGNORE and take no part in any loss. Truncation is explicit
 (`fit`): the response keeps its head, the prompt keeps its tail, and a response that is cut loses
-its EOS. The rejected side of a per-step pair is a prefix of a response and never gets an EOS.
+its EOS. The rejected side of a per-step pair is a prefix of a response and gets no EOS, unless the
+pair says `rejected_eos` (a finished negative whose every prefix recovers: the mistake is the stop).
 
 Prompts are tokenised the way the sampler's server tokenised them (with the tokenizer's special
 tokens, e.g. BOS); a prompt rendered here through the model's chat template already contains them.
@@ -151,7 +152,9 @@ def preference(record: dict) -> Preference:
     kind = record.get("kind", "outcome")
     if kind not in {"step", "outcome"}:
         raise ValueError(f"unknown preference kind {kind!r} (expected 'step' or 'outcome')")
-    return Preference(PromptText(record["prompt"]), record["chosen"], record["rejected"], kind == "outcome")
+    eos = record.get("rejected_eos")
+    return Preference(PromptText(record["prompt"]), record["chosen"], record["rejected"],
+                      kind == "outcome" if eos is None else bool(eos))
 
 
 def read_data(paths: Iterable[str]) -> Iterator[dict]:

@@ -140,6 +140,9 @@ class RftStageSpec(TrainStageSpec):
 
 class SamplingStageSpec(Strict):
     enabled: bool = Field(True, description="Sample the SFT policy (needed by RFT, credit and both DPO stages).")
+    max_questions: int | None = Field(
+        None, ge=1, description="Sample only the first N of the |D_syn| training questions (default: all).",
+    )
     params: SamplingParams = Field(default_factory=SamplingParams, description="Sampling hyperparameters.")
 
 
@@ -151,6 +154,14 @@ class CreditStageSpec(Strict):
 class EvalStageSpec(Strict):
     enabled: bool = Field(True, description="Evaluate every produced policy on the test split.")
     max_questions: int | None = Field(None, ge=1, description="Use only the first N test questions.")
+    split: Literal["test", "validation"] = Field(
+        "test", description="Questions the policies are evaluated on: `validation` while choosing "
+        "hyperparameters, `test` only for the final choice.",
+    )
+    train_questions: int = Field(
+        0, ge=0, le=100000,
+        description="Also evaluate pi_sft on its first N training questions (memorisation check); 0 = off.",
+    )
     params: EvalParams = Field(default_factory=EvalParams, description="Evaluation hyperparameters.")
 
 
@@ -278,6 +289,11 @@ class SweepSpec(Strict):
         default_factory=list, max_length=16,
         description="Extra SFT runs on k*|D_syn| questions (each evaluated), for data-scaling curves.",
     )
+    sft_steps: int | None = Field(
+        None, ge=1, le=10_000_000,
+        description="Compute-matched sweep: every SFT (at n and at each k*n) runs exactly this many optimizer "
+        "steps, so the curve measures data, not compute. Unset: each runs its `epochs` (steps grow with k).",
+    )
 
     @model_validator(mode="after")
     def _unique(self):
@@ -344,6 +360,14 @@ class ExperimentSpec(Checked):
             "(self.data.source.kind == 'stargraph') == (self.data.task == 'sequence')",
             "task sequence goes with source kind stargraph (and only with it)", ".data.task",
             lambda s: (s.data.source.kind == "stargraph") == (s.data.task == "sequence"),
+        ),
+        CrossFieldRule(
+            "self.stages.eval.split != 'validation' || self.data.source.validationSize > 0 || "
+            "has(self.data.source.validationPath)",
+            "stages.eval.split validation needs data.source.validationSize (stargraph) or validationPath",
+            ".stages.eval.split",
+            lambda s: s.stages.eval.split != "validation" or s.data.source.validation_size > 0
+            or s.data.source.validation_path is not None,
         ),
     )
 

@@ -79,7 +79,11 @@ class CreditParams(Strict):
         "early_stop", description="Pit search: every step, left-to-right with early stop, or binary search."
     )
     negatives_per_question: int = Field(8, ge=1, le=1024, description="Negatives scanned per question.")
-    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    temperature: float | None = Field(
+        None, ge=0.0, le=2.0,
+        description="Rollout temperature; unset: the sampling stage's, so the Best-of-K policy is the "
+        "policy that produced the negatives.",
+    )
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_tokens: int = Field(512, ge=1, le=32768, description="Max new tokens per rollout.")
     stop: list[str] = Field(default_factory=list)
@@ -95,6 +99,11 @@ class PairParams(Strict):
         "self",
         description="Chosen side of a per-step pair: a self-generated positive, the synthetic solution, "
         "or a correct rollout from the pit's prefix.",
+    )
+    match_counts: bool = Field(
+        True,
+        description="Outcome DPO and per-step DPO train on the same number of pairs: the larger set is "
+        "subsampled (seeded) to the size of the smaller, and both are built after credit assignment.",
     )
     seed: int = 0
 
@@ -232,6 +241,7 @@ class TrainStageConfig(StageBase):
 DataSourceKind = Literal["gsm8k-jsonl", "questions-jsonl", "stargraph"]
 PREPARED_TRAIN = "train.jsonl"
 PREPARED_TEST = "test.jsonl"
+PREPARED_VALIDATION = "validation.jsonl"
 
 
 class DataSourceSpec(Strict):
@@ -250,6 +260,10 @@ class DataSourceSpec(Strict):
     nodes: int = Field(50, ge=4, le=100000, description="stargraph: size of the node-label vocabulary.")
     train_size: int = Field(10000, ge=1, le=10000000, description="stargraph: training questions generated.")
     test_size: int = Field(500, ge=1, le=1000000, description="stargraph: test questions generated.")
+    validation_size: int = Field(
+        0, ge=0, le=1000000, description="stargraph: validation questions generated (for choosing hyperparameters)."
+    )
+    validation_path: str | None = Field(None, description="Validation split (JSONL) of a file source; optional.")
     seed: int = Field(0, description="stargraph: generator seed (the test split uses its own stream).")
 
     @model_validator(mode="after")
@@ -281,6 +295,11 @@ class PrepareStageConfig(StageBase):
     train_size: int | None = Field(None, ge=1, description="Keep only the first N training questions.")
     scratch_model: ScratchModelSpec | None = Field(
         None, description="Also build this from-scratch base model into <output_dir>/model."
+    )
+    scratch_seeds: list[int] = Field(
+        default_factory=lambda: [0],
+        description="One scratch model per experiment seed, initialised with scratchModel.seed + seed: "
+        "<output_dir>/model for seed 0, <output_dir>/model-s<seed> for the others.",
     )
     prompt: PromptSpec = Field(default_factory=PromptSpec, description="Its words join a word-level vocabulary.")
 

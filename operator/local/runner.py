@@ -65,8 +65,10 @@ def load_experiment(path: str | Path) -> NegRLExperiment:
 
 def next_stage(ready: list[StageNode], serving: set[str]) -> StageNode | None:
     """Which ready stage to run next, so each policy's server starts once: first the stages of a
-    policy already served, then stages that need no server, then the rest in graph order."""
-    for wanted in (lambda n: n.serves in serving, lambda n: n.serves is None, lambda n: True):
+    policy already served, then stages that need no server, then the rest in graph order. SFT
+    sweep points (the baseline's curve) wait for the methods' chain: its results come first."""
+    for wanted in (lambda n: n.serves in serving, lambda n: n.serves is None and n.multiplier == 1,
+                   lambda n: True):
         for node in ready:
             if wanted(node):
                 return node

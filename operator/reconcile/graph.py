@@ -19,6 +19,7 @@ from negrl_operator.api.stage_config import (
     PAIR_FILES,
     PREPARED_TEST,
     PREPARED_TRAIN,
+    PREPARED_VALIDATION,
     CreditStageConfig,
     EvaluateStageConfig,
     PairsStageConfig,
@@ -67,19 +68,22 @@ def _seed_chain(spec: ExperimentSpec, seed: int, suffixed: bool) -> list[StageNo
     policies = [sft]
     if stages.sft.enabled:
         nodes.append(StageNode(sft, "train", "sft", (PREPARE,), produces=sft, seed=seed))
+    if stages.sampling.enabled:
+        nodes += _sampling_chain(spec, seed, named, sft, sft_needs)
+        policies += [node.produces for node in nodes if node.produces and node.role != "sft"]
+    if stages.sft.enabled:  # after the methods: a local run reaches its methods' results first
         for factor in spec.sweep.sft_multipliers:
             name = named(f"sft-x{factor}")
             nodes.append(StageNode(name, "train", "sft", (PREPARE,), produces=name, seed=seed, multiplier=factor))
             policies.append(name)
-    if stages.sampling.enabled:
-        nodes += _sampling_chain(spec, seed, named, sft, sft_needs)
-        policies += [node.produces for node in nodes if node.produces and node.role != "sft"]
     if stages.eval.enabled:
         nodes += [
             StageNode(f"eval-{policy}", "evaluate", "eval", (PREPARE, *(() if policy == BASE_POLICY else (policy,))),
                       serves=policy, seed=seed)
             for policy in policies
         ]
+        if stages.sft.enabled and stages.eval.train_questions:  # memorisation: pi_sft on its own questions
+            nodes.append(StageNode(f"eval-train-{sft}", "evaluate", "eval-train", (PREPARE, sft), serves=sft, seed=seed))
     return nodes
 
 
@@ -87,23 +91,35 @@ def _sampling_chain(spec: ExperimentSpec, seed: int, named, sft: str, sft_needs:
     stages = spec.stages
     sample = named("sample")
     nodes = [StageNode(sample, "sample", "sample", (PREPARE, *sft_needs), serves=sft, seed=seed)]
-    if stages.rft.enabled or stages.outcome_dpo.enabled:
+    matched = matched_pairs(spec)
+    if stages.rft.enabled or (stages.outcome_dpo.enabled and not matched):
         data = named("rft-data")
         nodes.append(StageNode(data, "pairs", "rft-data", (sample,), seed=seed))
         if stages.rft.enabled:
             init_needs = sft_needs if stages.rft.init == "sft" else ()
             nodes.append(StageNode(named("rft"), "train", "rft", (data, *init_needs), produces=named("rft"), seed=seed))
-        if stages.outcome_dpo.enabled:
-            name = named("outcome-dpo")
-            nodes.append(StageNode(name, "train", "outcome-dpo", (data, *sft_needs), produces=name, seed=seed))
+    outcome = []
+    if stages.outcome_dpo.enabled:
+        name, data = named("outcome-dpo"), named("step-pairs" if matched else "rft-data")
+        outcome = [StageNode(name, "train", "outcome-dpo", (data, *sft_needs), produces=name, seed=seed)]
+    if not matched:
+        nodes += outcome
     if stages.credit.enabled:
         credit = named("credit")
         nodes.append(StageNode(credit, "credit", "credit", (sample,), serves=sft, seed=seed))
         if stages.step_dpo.enabled:
             pairs, name = named("step-pairs"), named("step-dpo")
             nodes.append(StageNode(pairs, "pairs", "step-pairs", (credit,), seed=seed))
+            nodes += outcome if matched else []
             nodes.append(StageNode(name, "train", "step-dpo", (pairs, *sft_needs), produces=name, seed=seed))
     return nodes
+
+
+def matched_pairs(spec: ExperimentSpec) -> bool:
+    """Outcome and per-step DPO pairs are built together, with equal counts (pairs.matchCounts)."""
+    stages = spec.stages
+    both = stages.outcome_dpo.enabled and stages.step_dpo.enabled and stages.credit.enabled
+    return both and spec.stages.pairs.match_counts
 
 
 def runnable(nodes: list[StageNode], done: set[str]) -> list[StageNode]:
@@ -129,9 +145,16 @@ def stage_dir(storage_root: str, name: str) -> str:
     return f"{storage_root.rstrip('/')}/{name}"
 
 
-def base_model(spec: ExperimentSpec, storage_root: str) -> str:
-    """The base model: `model.name`, or the from-scratch model the prepare stage builds."""
-    return f"{stage_dir(storage_root, PREPARE)}/model" if spec.model.scratch else spec.model.name
+def base_model(spec: ExperimentSpec, storage_root: str, seed: int = 0) -> str:
+    """The base model: `model.name`, or the from-scratch model the prepare stage builds for `seed`
+    (seeds are independent down to the initialisation: `model` for seed 0, `model-s<seed>` else)."""
+    if not spec.model.scratch:
+        return spec.model.name
+    return f"{stage_dir(storage_root, PREPARE)}/{scratch_model_folder(seed)}"
+
+
+def scratch_model_folder(seed: int) -> str:
+    return "model" if seed == 0 else f"model-s{seed}"
 
 
 def policy_model(spec: ExperimentSpec, policy: str, storage_root: str) -> str:
@@ -177,21 +200,29 @@ def _prepare_config(spec, node, root, server, common) -> PrepareStageConfig:
     factor = max([1, *spec.sweep.sft_multipliers])
     size = spec.data.synthetic_size * factor if spec.data.synthetic_size else None
     return PrepareStageConfig(**common, task=spec.data.task, source=spec.data.source, train_size=size,
-                              scratch_model=spec.model.scratch, prompt=spec.data.prompt)
+                              scratch_model=spec.model.scratch, scratch_seeds=list(spec.seeds), prompt=spec.data.prompt)
+
+
+def _sampled_questions(spec: ExperimentSpec) -> int | None:
+    limits = [n for n in (spec.data.synthetic_size, spec.stages.sampling.max_questions) if n is not None]
+    return min(limits) if limits else None
 
 
 def _sample_config(spec, node, root, server, common) -> SampleStageConfig:
     params = _seeded(spec.stages.sampling.params, node.seed)
     return SampleStageConfig(
         **common, server=server, task=spec.data.task, questions=_questions(root), shard_count=spec.worker.shards,
-        max_questions=spec.data.synthetic_size, prompt=spec.data.prompt, params=params,
+        max_questions=_sampled_questions(spec), prompt=spec.data.prompt, params=params,
     )
 
 
 def _credit_config(spec, node, root, server, common) -> CreditStageConfig:
+    params = _seeded(spec.stages.credit.params, node.seed)
+    if params.temperature is None:  # roll out with the policy that produced the negatives
+        params = params.model_copy(update={"temperature": spec.stages.sampling.params.temperature})
     return CreditStageConfig(
         **common, server=server, task=spec.data.task, samples_dir=stage_dir(root, node.needs[0]),
-        shard_count=spec.worker.shards, prompt=spec.data.prompt, params=_seeded(spec.stages.credit.params, node.seed),
+        shard_count=spec.worker.shards, prompt=spec.data.prompt, params=params,
     )
 
 
@@ -200,20 +231,26 @@ def _pairs_config(spec, node, root, server, common) -> PairsStageConfig:
     if node.role == "step-pairs":
         credit, sample = sibling(node, "credit"), sibling(node, "sample")
         return PairsStageConfig(
-            **common, outputs=["step"], samples_dir=stage_dir(root, sample), credit_dir=stage_dir(root, credit),
+            **common, outputs=["step", "outcome"] if matched_pairs(spec) else ["step"], samples_dir=stage_dir(root, sample), credit_dir=stage_dir(root, credit),
             questions=_questions(root), params=params,
         )
-    outputs = [out for out, on in (("rft", spec.stages.rft.enabled), ("outcome", spec.stages.outcome_dpo.enabled)) if on]
+    outcome = spec.stages.outcome_dpo.enabled and not matched_pairs(spec)
+    outputs = [out for out, on in (("rft", spec.stages.rft.enabled), ("outcome", outcome)) if on]
     return PairsStageConfig(
         **common, outputs=outputs, samples_dir=stage_dir(root, node.needs[0]), questions=_questions(root), params=params
     )
 
 
 def _evaluate_config(spec, node, root, server, common) -> EvaluateStageConfig:
+    block = spec.stages.eval
+    if node.role == "eval-train":
+        split, limit = PREPARED_TRAIN, min(block.train_questions, spec.data.synthetic_size or block.train_questions)
+    else:
+        split = PREPARED_VALIDATION if block.split == "validation" else PREPARED_TEST
+        limit = block.max_questions
     return EvaluateStageConfig(
-        **common, server=server, task=spec.data.task, policy=node.serves, questions=_questions(root, PREPARED_TEST),
-        max_questions=spec.stages.eval.max_questions, prompt=spec.data.prompt,
-        params=_seeded(spec.stages.eval.params, node.seed),
+        **common, server=server, task=spec.data.task, policy=node.serves, questions=_questions(root, split),
+        max_questions=limit, prompt=spec.data.prompt, params=_seeded(block.params, node.seed),
     )
 
 
@@ -229,14 +266,16 @@ def _train_params(spec: ExperimentSpec, params: TrainParams, seed: int) -> Train
 def _train_config(spec, node, root, server, common) -> TrainStageConfig:
     stages, sft = spec.stages, sft_policy(node, spec)
     if node.role == "sft":
-        synthetic = spec.data.synthetic_size
+        synthetic, params = spec.data.synthetic_size, _train_params(spec, stages.sft.params, node.seed)
+        if spec.sweep.sft_steps:  # compute-matched: the step cap binds at every sweep point
+            params = params.model_copy(update={"max_steps": spec.sweep.sft_steps, "epochs": 1000.0})
         return TrainStageConfig(
-            **common, stage="sft", model_path=base_model(spec, root), data=[_questions(root)], prompt=spec.data.prompt,
-            max_examples=synthetic * node.multiplier if synthetic else None,
-            params=_train_params(spec, stages.sft.params, node.seed),
+            **common, stage="sft", model_path=base_model(spec, root, node.seed), data=[_questions(root)],
+            prompt=spec.data.prompt,
+            max_examples=synthetic * node.multiplier if synthetic else None, params=params,
         )
     if node.role == "rft":
-        init = base_model(spec, root) if stages.rft.init == "base" else policy_model(spec, sft, root)
+        init = base_model(spec, root, node.seed) if stages.rft.init == "base" else policy_model(spec, sft, root)
         return TrainStageConfig(
             **common, stage="rft", model_path=init, data=[f"{stage_dir(root, node.needs[0])}/{PAIR_FILES['rft']}"],
             prompt=spec.data.prompt, params=_train_params(spec, stages.rft.params, node.seed),

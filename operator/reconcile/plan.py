@@ -247,7 +247,7 @@ def _status(old: ExperimentStatus, stages: list[StageStatus], spec: ExperimentSp
     if not message and phase != "Succeeded":
         blocked = (s for s in stages if s.state == "Waiting" or (s.state == "Running" and s.reason))
         message = next((f"{s.name}: {s.message}" for s in blocked), "")
-    policy_of = {node.name: node.serves for node in nodes if node.kind == "evaluate"}
+    policy_of = {node.name: node.serves for node in nodes if node.role == "eval"}  # not eval-train
     return old.model_copy(update={
         "phase": phase, "stage": ",".join(s.name for s in failed) if failed else ",".join(running),
         "message": message, "stages": stages, "results": results(stages, policy_of),

@@ -12,6 +12,7 @@ from rich.table import Table
 from negrl_operator.api.experiment import NegRLExperiment
 from negrl_operator.reconcile.graph import BASE_POLICY, stage_graph
 from negrl_operator.report.estimate import PolicyResult, summarise
+from negrl_operator.report.evidence import gather, science_json, science_markdown, split_name
 from negrl_operator.report.figure import write_plot
 from negrl_operator.report.table import markdown_table, results_table
 from negrl_operator.report.training import PLOT as TRAINING_PLOT
@@ -26,7 +27,7 @@ def policy_results(experiment: NegRLExperiment, summaries: dict[str, dict]) -> l
     results = []
     for node in nodes:
         summary = summaries.get(node.name, {})
-        if node.kind != "evaluate" or "pass_at_1" not in summary:
+        if node.role != "eval" or "pass_at_1" not in summary:  # eval-train: the memorisation check
             continue
         producer = producers.get(node.serves)
         method = producer.role if producer else BASE_POLICY
@@ -38,25 +39,29 @@ def policy_results(experiment: NegRLExperiment, summaries: dict[str, dict]) -> l
 def write_report(experiment: NegRLExperiment, summaries: dict, workdir: Path, wall_s: float, console: Console) -> None:
     results = policy_results(experiment, summaries)
     summaries_by_method = summarise(results)
-    rows = results_table(summaries_by_method)
+    evidence = gather(experiment, workdir, summaries)
+    rows = results_table(summaries_by_method, evidence.comparisons)
     size = experiment.spec.data.synthetic_size
-    write_plot(summaries_by_method, size, workdir / PLOT)
+    write_plot(summaries_by_method, size, workdir / PLOT, evidence.intervals, evidence.comparisons)
     curves = load_curves(workdir / "artifacts", [n.name for n in stage_graph(experiment.spec) if n.kind == "train"])
     checks, plotted = health(curves), write_training_plot(curves, workdir / TRAINING_PLOT)
     (workdir / "results.json").write_text(json.dumps(
         {"experiment": experiment.metadata.name, "wall_s": round(wall_s, 1), "synthetic_size": size,
-         "policies": [r.__dict__ for r in results], "table": rows,
+         "policies": [r.__dict__ for r in results], "table": rows, **science_json(evidence),
          "training_health": [check.as_dict() for check in checks]}, indent=2))
     counts = {name: s for name, s in summaries.items() if name.split("-s")[0] in {"sample", "credit", "step-pairs", "rft-data"}}
     untrained = sorted(name for name, summary in summaries.items() if summary.get("untrained"))
     report = [
         f"# NegRL run: {experiment.metadata.name}\n",
         f"Wall time: {wall_s / 60:.1f} min. |D_syn| = {size}. Seeds: {experiment.spec.seeds}.\n",
-        "Test accuracy (greedy pass@1, mean ± sample std over seeds) and each method's effective data "
-        "multiplier: how much more SFT data reaches the same accuracy on SFT's curve (log interpolation).\n",
+        f"{split_name(experiment).capitalize()} accuracy (greedy pass@1, mean ± sample std over seeds), each "
+        "method's difference to SFT at n with a 95% paired-bootstrap interval (seeds x questions), and its "
+        "effective data multiplier: how much more SFT data reaches the same accuracy on SFT's curve (log "
+        "interpolation), with its interval; n.s. where the difference's interval contains 0.\n",
         markdown_table(rows),
         *([f"\nUntrained (no training example; the policy is its initial model): {', '.join(untrained)}\n"]
           if untrained else []),
+        *science_markdown(evidence, experiment.spec),
         f"\n![accuracy vs |D_syn|]({PLOT})\n",
         *markdown_lines(checks, TRAINING_PLOT if plotted else None),
         "\n## Stage summaries\n",

@@ -1,13 +1,18 @@
 """The fallback sampler when vLLM is not installed: transformers generation behind the same
 OpenAI-compatible `/v1/completions` protocol (n, seed, temperature, top_p, max_tokens, stop, usage),
 served from threads of the calling process. Like vLLM it batches: requests that arrive together and
-share their sampling parameters are generated as one left-padded batch. Sampling is seeded per batch,
-so a seed reproduces text only for the same batch; it is meant for tiny models on CPU."""
+share their sampling parameters are generated as one left-padded batch. As in vLLM, the prompt is
+tokenised with the tokenizer's special tokens (BOS) unless the request says `add_special_tokens:
+false`, exactly as the trainer tokenises it, and sampling is seeded per sequence: completion j of a
+request with seed s draws from its own generator seeded s + j, so its text does not depend on the
+batch it was generated in (up to floating-point ties) and a request (s, n=3) gives the texts of
+(s, n=1), (s+1, n=1), (s+2, n=1). Meant for tiny models on CPU."""
 
 from __future__ import annotations
 
 import json
 import queue
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -41,6 +46,52 @@ def take_batch(pending: list[dict], max_rows: int) -> tuple[list[dict], list[dic
         else:
             rest.append(body)
     return batch, rest
+
+
+def prompt_ids(tokenizer, body: dict) -> list[int]:
+    """The prompt's token ids as vLLM makes them: with special tokens unless the request turns them off."""
+    special = body.get("add_special_tokens", True)
+    return list(tokenizer(body["prompt"], add_special_tokens=bool(special))["input_ids"])
+
+
+def left_padded(rows: list[list[int]], pad_id: int, torch):
+    """(input_ids, attention_mask) of rows padded on the left to the longest."""
+    width = max(len(row) for row in rows)
+    ids = [[pad_id] * (width - len(row)) + row for row in rows]
+    mask = [[0] * (width - len(row)) + [1] * len(row) for row in rows]
+    return torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.long)
+
+
+def row_seeds(bodies: list[dict]) -> list[int]:
+    """Seed of every generated row: s + j for completion j of a request with seed s (vLLM's rule for
+    the children of an n > 1 request); a fresh random seed for each row of an unseeded request."""
+    seeds = []
+    for body in bodies:
+        n, seed = int(body.get("n", 1)), body.get("seed")
+        seeds += [int(seed) + j if seed is not None else random.SystemRandom().randrange(2**62) for j in range(n)]
+    return seeds
+
+
+class RowSampler:
+    """A logits processor that samples each row's next token (temperature, top-p) from that row's own
+    generator and returns scores that keep only the drawn token, so greedy decoding takes it."""
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float, torch):
+        self.torch, self.temperature, self.top_p = torch, temperature, top_p
+        self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+
+    def __call__(self, input_ids, scores):
+        torch = self.torch
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        if self.top_p < 1.0:
+            ordered, order = probs.sort(dim=-1, descending=True)
+            outside = ordered.cumsum(dim=-1) - ordered >= self.top_p  # the first token always stays
+            probs = probs.scatter(-1, order, ordered.masked_fill(outside, 0.0))
+        chosen = torch.full_like(scores, -float("inf"))
+        for row, generator in enumerate(self.generators):
+            token = torch.multinomial(probs[row], 1, generator=generator)
+            chosen[row, token] = 0.0
+        return chosen
 
 
 @dataclass
@@ -104,22 +155,22 @@ class TransformersGenerator:
 
     def _generate(self, bodies: list[dict]) -> list[dict]:
         max_tokens, temperature, top_p = sampling_key(bodies[0])
-        rows = [body["prompt"] for body in bodies for _ in range(int(body.get("n", 1)))]
-        encoded = self.tokenizer(rows, return_tensors="pt", padding=True, add_special_tokens=False)
-        options = {"do_sample": temperature > 0, "max_new_tokens": max_tokens,
+        rows = [prompt_ids(self.tokenizer, body) for body in bodies for _ in range(int(body.get("n", 1)))]
+        input_ids, attention_mask = left_padded(rows, self.tokenizer.pad_token_id, self.torch)
+        options = {"do_sample": False, "max_new_tokens": max_tokens,
                    "pad_token_id": self.tokenizer.pad_token_id, "eos_token_id": self.tokenizer.eos_token_id}
-        if temperature > 0:
-            options.update(temperature=temperature, top_p=top_p)
+        if temperature > 0:  # each row draws its own token; greedy decoding then picks that token
+            from transformers import LogitsProcessorList
+
+            sampler = RowSampler(row_seeds(bodies), temperature, top_p, self.torch)
+            options["logits_processor"] = LogitsProcessorList([sampler])
         with self.torch.no_grad():
-            if bodies[0].get("seed") is not None:
-                self.torch.manual_seed(int(bodies[0]["seed"]))
-            output = self.model.generate(**encoded, **options)
-        generated = output[:, encoded.input_ids.shape[1]:].tolist()
+            output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **options)
+        generated = output[:, input_ids.shape[1]:].tolist()
         results, start = [], 0
         for body in bodies:
             n = int(body.get("n", 1))
-            prompt_tokens = int(encoded.attention_mask[start].sum())
-            results.append(self._response(body, generated[start:start + n], prompt_tokens))
+            results.append(self._response(body, generated[start:start + n], len(rows[start])))
             start += n
         return results
 

@@ -12,9 +12,9 @@ prefix cache. Records: `CreditRecord`, one per negative, written per question.
 from __future__ import annotations
 
 from negrl_operator.api.artifact import read_records, stage_manifest
-from negrl_operator.api.stage_config import CreditStageConfig
+from negrl_operator.api.stage_config import CreditStageConfig, SamplingParams
 from negrl_sampler.credit import RolloutBatch, question_value, search_pit
-from negrl_sampler.pairing import by_question, negatives, positives
+from negrl_sampler.pairing import by_question, finished, negatives, pit_at_end, positives
 from negrl_sampler.record import CreditRecord, Sample
 from negrl_sampler.serving.client import CompletionClient, CompletionRequest
 from negrl_sampler.stages.rollout import (
@@ -31,6 +31,13 @@ from negrl_sampler.stages.rollout import (
 from negrl_sampler.step import split_steps, step_prefix
 
 
+def rollout_temperature(params) -> float:
+    """The configured temperature; unset (a config not made by the graph): the sampling default."""
+    if params.temperature is not None:
+        return params.temperature
+    return SamplingParams.model_fields["temperature"].default
+
+
 def prefix_rollout(config: CreditStageConfig, client: CompletionClient, grader: AsyncGrader,
                    negative: Sample, steps: list[str], reference: str):
     """The rollout callable of one negative: completions offset.. of the prefix of `step` steps."""
@@ -40,7 +47,7 @@ def prefix_rollout(config: CreditStageConfig, client: CompletionClient, grader: 
         prefix = step_prefix(steps, step)
         seed = derive_seed(params.seed, "credit", negative.question_id, negative.sample_index, step)
         completion = await client.complete(CompletionRequest(
-            prompt=negative.prompt + prefix, n=count, seed=seed + offset, temperature=params.temperature,
+            prompt=negative.prompt + prefix, n=count, seed=seed + offset, temperature=rollout_temperature(params),
             top_p=params.top_p, max_tokens=params.max_tokens, stop=tuple(params.stop),
         ))
         texts = [choice.text for choice in completion.choices]
@@ -69,13 +76,17 @@ async def credit_negative(config: CreditStageConfig, client: CompletionClient, g
     return CreditRecord(
         question_id=negative.question_id, sample_index=negative.sample_index, prompt=negative.prompt,
         steps=steps, values=search.values, pit=search.pit, strategy=params.strategy,
-        rollouts=search.rollouts, generated_tokens=search.tokens, recovery=recovery,
+        rollouts=search.rollouts, generated_tokens=search.tokens, recovery=recovery, finished=finished(negative),
     )
 
 
 def credit_summary(records: list[dict]) -> dict:
     pits = [record["pit"] for record in records]
+    at_end = [CreditRecord.model_validate(record) for record in records]
+    at_end = [record for record in at_end if pit_at_end(record)]
     return {
+        "pit_at_end": len(at_end),
+        "pit_at_end_unfinished": sum(1 for record in at_end if not record.finished),
         "questions": len({record["question_id"] for record in records}),
         "negatives": len(records),
         "pits": sum(1 for pit in pits if pit is not None),

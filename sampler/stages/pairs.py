@@ -16,7 +16,7 @@ from pathlib import Path
 from negrl_operator.api.artifact import MANIFEST, inputs_hash, read_records, stage_done, write_json_atomic
 from negrl_operator.api.stage_config import PAIR_FILES, PairsStageConfig
 from negrl_operator.api.termination import report_summary
-from negrl_sampler.pairing import outcome_pairs, rft_set, step_pairs
+from negrl_sampler.pairing import matched_counts, outcome_pairs, rft_set, step_pairs, unknown_end
 from negrl_sampler.record import CreditRecord, Sample
 from negrl_sampler.stages.rollout import load_config, load_questions
 
@@ -31,10 +31,12 @@ def write_jsonl_atomic(path: Path, records: list[dict]) -> None:
     os.replace(temporary, path)
 
 
-def build_outputs(config: PairsStageConfig) -> dict[str, list[dict]]:
+def build_outputs(config: PairsStageConfig) -> tuple[dict[str, list[dict]], dict]:
+    """The requested outputs and the counts of what was left out."""
     samples = [Sample.model_validate(record) for record in read_records(config.samples_dir)]
     params = config.params
     built: dict[str, list] = {}
+    dropped: dict = {}
     if "rft" in config.outputs:
         built["rft"] = rft_set(samples, params.rft_per_question)
     if "outcome" in config.outputs:
@@ -42,9 +44,15 @@ def build_outputs(config: PairsStageConfig) -> dict[str, list[dict]]:
     if "step" in config.outputs:
         credits = [CreditRecord.model_validate(record) for record in read_records(config.credit_dir)]
         questions = {question.id: question for question in load_questions(config.questions)}
+        dropped["dropped_unfinished_pit_at_end"] = sum(1 for record in credits if unknown_end(record))
         built["step"] = step_pairs(credits, samples, questions, params.chosen_source,
                                    params.step_pairs_per_question, params.seed)
-    return {name: [record.model_dump(mode="json") for record in records] for name, records in built.items()}
+    if params.match_counts and {"outcome", "step"} <= set(built):
+        dropped["unmatched_outcome"] = len(built["outcome"])
+        dropped["unmatched_step"] = len(built["step"])
+        built["outcome"], built["step"] = matched_counts(built["outcome"], built["step"], params.seed)
+    outputs = {name: [record.model_dump(mode="json") for record in records] for name, records in built.items()}
+    return outputs, dropped
 
 
 def pair_summary(outputs: dict[str, list[dict]], chosen_source: str) -> dict:
@@ -67,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         report_summary({**head, "resumed": "stage already complete"})
         return 0
     try:
-        outputs = build_outputs(config)
+        outputs, dropped = build_outputs(config)
     except (FileNotFoundError, ValueError) as error:
         report_summary({**head, "error": f"{type(error).__name__}: {error}"})
         return 1
@@ -75,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     files = {name: PAIR_FILES[name] for name in outputs}
     for name, records in outputs.items():
         write_jsonl_atomic(out / files[name], records)
-    summary = pair_summary(outputs, config.params.chosen_source)
+    summary = {**pair_summary(outputs, config.params.chosen_source), **dropped}
     write_json_atomic(out / MANIFEST, {"inputs_hash": inputs, "shards": 1, "files": files,
                                        "records": list(files.values()), "summary": summary})
     report_summary({**head, **summary, "complete": True})

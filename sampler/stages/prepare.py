@@ -11,47 +11,62 @@ from negrl_operator.api.artifact import MANIFEST, inputs_hash, stage_done, stage
 from negrl_operator.api.stage_config import (
     PREPARED_TEST,
     PREPARED_TRAIN,
+    PREPARED_VALIDATION,
     STAGE_CONFIG_PATH,
     PrepareStageConfig,
     load_stage_config,
 )
 from negrl_operator.api.termination import report_summary
+from negrl_operator.reconcile.graph import scratch_model_folder
 from negrl_sampler.dataset import read_source, write_questions
 from negrl_sampler.stargraph import star_graph_questions
 
 
-def splits(config: PrepareStageConfig):
-    """(train, test) question iterators for the configured source."""
+def splits(config: PrepareStageConfig) -> dict:
+    """{file name: question iterator} of the configured source: train, test and (when configured)
+    validation."""
     source = config.source
     if source.kind == "stargraph":
         train_count = min(source.train_size, config.train_size or source.train_size)
         shape = (source.degree, source.path_length, source.nodes)
-        # distinct streams: the test split never replays the training generator
-        return (star_graph_questions(train_count, *shape, seed=source.seed, prefix="train"),
-                star_graph_questions(source.test_size, *shape, seed=source.seed + 1_000_003, prefix="test"))
-    for path in (source.train_path, source.test_path):
+        # distinct streams: neither held-out split replays the training generator
+        out = {PREPARED_TRAIN: star_graph_questions(train_count, *shape, seed=source.seed, prefix="train"),
+               PREPARED_TEST: star_graph_questions(source.test_size, *shape, seed=source.seed + 1_000_003,
+                                                   prefix="test")}
+        if source.validation_size:
+            out[PREPARED_VALIDATION] = star_graph_questions(source.validation_size, *shape,
+                                                            seed=source.seed + 2_000_029, prefix="validation")
+        return out
+    paths = [source.train_path, source.test_path, *([source.validation_path] if source.validation_path else [])]
+    for path in paths:
         if not Path(path).exists():
             raise FileNotFoundError(f"data source file {path} does not exist (spec.data.source)")
-    return (read_source(source.train_path, source.kind, "train", config.train_size),
-            read_source(source.test_path, source.kind, "test"))
+    out = {PREPARED_TRAIN: read_source(source.train_path, source.kind, "train", config.train_size),
+           PREPARED_TEST: read_source(source.test_path, source.kind, "test")}
+    if source.validation_path:
+        out[PREPARED_VALIDATION] = read_source(source.validation_path, source.kind, "validation")
+    return out
 
 
 def build_base_model(config: PrepareStageConfig, out: Path) -> None:
     """The from-scratch base model: word tokens for `sequence` tasks, BPE on the training text otherwise."""
     from negrl_trainer.scratch_model import build_scratch_model
 
-    questions = [q for name in (PREPARED_TRAIN, PREPARED_TEST)
+    questions = [q for name in (PREPARED_TRAIN, PREPARED_TEST, PREPARED_VALIDATION) if (out / name).exists()
                  for q in read_source(out / name, "questions-jsonl", name)]
     texts = [text for q in questions for text in (q["question"], q["solution"] or q["answer"])]
     shape = config.scratch_model.model_dump(by_alias=False, exclude={"seed"})
     words = None
     if config.task == "sequence":
         words = {word for text in [*texts, config.prompt.template.replace("{question}", " ")] for word in text.split()}
-    shutil.rmtree(out / "model.tmp", ignore_errors=True)
-    build_scratch_model(out / "model.tmp", texts, words=words, seed=config.scratch_model.seed, **shape)
-    if (out / "model").exists():
-        shutil.rmtree(out / "model")
-    (out / "model.tmp").rename(out / "model")
+    for seed in config.scratch_seeds:  # same tokenizer, independent initialisations
+        folder = out / scratch_model_folder(seed)
+        temporary = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(temporary, ignore_errors=True)
+        build_scratch_model(temporary, texts, words=words, seed=config.scratch_model.seed + seed, **shape)
+        if folder.exists():
+            shutil.rmtree(folder)
+        temporary.rename(folder)
 
 
 def prepare(config: PrepareStageConfig) -> dict:
@@ -59,9 +74,9 @@ def prepare(config: PrepareStageConfig) -> dict:
     expected = inputs_hash(config)
     if stage_done(out, expected):
         return stage_manifest(out)["summary"]
-    train, test = splits(config)
-    summary = {"stage": "prepare", "train": write_questions(out / PREPARED_TRAIN, train),
-               "test": write_questions(out / PREPARED_TEST, test)}
+    files = splits(config)
+    summary = {"stage": "prepare", **{name.removesuffix(".jsonl"): write_questions(out / name, questions)
+                                      for name, questions in files.items()}}
     if config.scratch_model:
         build_base_model(config, out)
     write_json_atomic(out / MANIFEST, {"inputs_hash": expected, "summary": summary,

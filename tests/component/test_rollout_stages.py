@@ -235,6 +235,7 @@ def test_pairs_stage_builds_rft_and_both_kinds_of_pairs(space):
     credits = {(r["question_id"], r["sample_index"]): r for r in records_of(space.root / "credit")}
     assert summary["rft"] == len(rft) and summary["step"] == len(steps) and summary["complete"] is True
     assert summary["rft"] > 0 and summary["outcome"] > 0 and summary["step"] > 0
+    assert summary["outcome"] == summary["step"]  # matchCounts (default): as many pairs for both DPOs
     for pair in steps:
         record = credits[(pair.question_id, pair.rejected_sample_index)]
         assert pair.rejected == "".join(record["steps"][: pair.pit]) and pair.chosen_source == "rollout"

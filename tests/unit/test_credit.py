@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from negrl_sampler.credit import question_value, round_sizes, search_pit, step_value
+from negrl_sampler.credit import least_advantage_step, question_value, round_sizes, search_pit, step_value
 from negrl_sampler.simulated_policy import ScriptedNegative
 
 T, F = True, False
@@ -118,12 +118,32 @@ def test_known_pits_and_rollout_counts(values, pit, full, early, bisect):
         assert result.tokens == sum(count * negative.tokens_after(step) for step, _, count in negative.calls)
 
 
-def test_soft_estimate_spends_all_k_and_keeps_fractions():
-    negative = table_negative()
-    result = search("early_stop", negative, estimate="soft")
-    assert result.pit == 3
-    assert result.rollouts == 15
-    assert [v.value for v in result.values] == pytest.approx([1 - 0.8**5, 1 - 0.8**5, 0.0])
+def test_soft_estimate_spends_all_k_on_every_prefix_and_keeps_fractions():
+    for strategy in ("full", "early_stop", "bisect"):
+        result = search(strategy, table_negative(), estimate="soft")
+        # Q = 1 (assumed), .672, .672, 0, .672, 0: advantages -.328, 0, -.672, +.672, -.672 -> step 3
+        assert result.pit == 3
+        assert result.rollouts == 20
+        assert [v.value for v in result.values] == pytest.approx([1 - 0.8**5, 1 - 0.8**5, 0.0, 1 - 0.8**5])
+
+
+def test_soft_pit_is_the_step_of_least_advantage_not_the_first_zero():
+    # prefix 1: 1/5 (.672), prefix 2: 0/5 (first zero), prefix 3: 5/5 (1.0), prefix 4: 0/5; Q_5 = 0.
+    # Advantages from Q_0 = 1: -.328, -.672, +1, -1, 0: the deepest drop is step 4.
+    table = [[T, F, F, F, F], [F] * 5, [T] * 5, [F] * 5]
+    for strategy in ("full", "early_stop", "bisect"):
+        result = search(strategy, table_negative(table), estimate="soft")
+        assert result.pit == 4
+        assert result.recovery == "<rollout 3.0>"
+    assert search("early_stop", table_negative(table)).pit == 2  # best_of_k: the first zero
+
+
+@pytest.mark.parametrize(("values", "pit"), [
+    ([1.0, 0.0], 1), ([1.0, 1.0, 0.0], 2), ([1.0, 0.5, 0.5, 0.0], 1),  # tie: the first
+    ([1.0, 0.9, 0.1, 0.0], 2), ([0.6, 0.9, 0.0, 1.0, 0.0], 4), ([1.0, 1.0, 1.0, 0.0], 3),
+])
+def test_least_advantage_step(values, pit):
+    assert least_advantage_step(values) == pit
 
 
 def test_unsolvable_question_has_no_pit_and_costs_nothing():

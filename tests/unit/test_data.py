@@ -91,9 +91,12 @@ def test_truncated_response_loses_its_eos(tokenizer):
     assert tokenizer.eos_token_id not in encoded.input_ids
 
 
-@pytest.mark.parametrize(("kind", "rejected_eos"), [("step", False), ("outcome", True)])
-def test_per_step_rejected_prefix_has_no_eos(tokenizer, kind, rejected_eos):
+@pytest.mark.parametrize(("kind", "flag", "rejected_eos"), [
+    ("step", None, False), ("outcome", None, True), ("step", True, True), ("outcome", False, False)])
+def test_per_step_rejected_prefix_has_no_eos(tokenizer, kind, flag, rejected_eos):
     record = {"prompt": "Question: 1 and 2 Answer:", "chosen": "3 #### 3", "rejected": "first 4", "kind": kind}
+    if flag is not None:  # a pit-L step pair (finished, every prefix recovers) keeps its EOS
+        record["rejected_eos"] = flag
     pair = encode_preference(tokenizer, preference(record), max_length=64)
     eos = tokenizer.eos_token_id
     assert pair.chosen.input_ids[-1] == eos and pair.chosen.labels[-1] == eos

@@ -18,8 +18,11 @@ from negrl_operator.reconcile.graph import (
 from tests.unit.test_experiment import spec_with
 
 SERVER = ServerRef(base_url="http://sampler:8000/v1", model="policy")
-FULL = ["prepare", "sft", "sample", "rft-data", "rft", "outcome-dpo", "credit", "step-pairs", "step-dpo",
+# outcome and per-step DPO pairs are built together (equal counts), so outcome-dpo follows step-pairs
+FULL = ["prepare", "sft", "sample", "rft-data", "rft", "credit", "step-pairs", "outcome-dpo", "step-dpo",
         "eval-sft", "eval-rft", "eval-outcome-dpo", "eval-step-dpo"]
+UNMATCHED = ["prepare", "sft", "sample", "rft-data", "rft", "outcome-dpo", "credit", "step-pairs", "step-dpo",
+             "eval-sft", "eval-rft", "eval-outcome-dpo", "eval-step-dpo"]
 OFF = {"enabled": False}
 
 
@@ -31,17 +34,20 @@ def names(**changes) -> list[str]:
     ("changes", "expected"),
     [
         pytest.param({}, FULL, id="everything"),
-        pytest.param({"stages__stepDpo": OFF}, [n for n in FULL if n not in {"step-pairs", "step-dpo", "eval-step-dpo"}],
+        pytest.param({"stages__pairs": {"matchCounts": False}}, UNMATCHED, id="unmatched-pairs"),
+        pytest.param({"stages__stepDpo": OFF},
+                     [n for n in UNMATCHED if n not in {"step-pairs", "step-dpo", "eval-step-dpo"}],
                      id="no-step-dpo-keeps-credit"),
         pytest.param({"stages__stepDpo": OFF, "stages__credit": OFF},
-                     [n for n in FULL if n not in {"credit", "step-pairs", "step-dpo", "eval-step-dpo"}], id="no-credit"),
+                     [n for n in UNMATCHED if n not in {"credit", "step-pairs", "step-dpo", "eval-step-dpo"}], id="no-credit"),
         pytest.param({"stages__rft": OFF, "stages__outcomeDpo": OFF},
                      [n for n in FULL if "rft" not in n and "outcome" not in n], id="no-rft-data"),
         pytest.param({"stages__eval": OFF}, [n for n in FULL if not n.startswith("eval")], id="no-eval"),
         pytest.param({"stages": {k: OFF for k in ("sampling", "rft", "credit", "stepDpo", "outcomeDpo")}},
                      ["prepare", "sft", "eval-sft"], id="sft-only"),
+        pytest.param({"stages__eval": {"trainQuestions": 100}}, [*FULL, "eval-train-sft"], id="memorisation-check"),
         pytest.param({"stages__sft": OFF, "stages__eval": OFF},
-                     ["prepare", "sample", "rft-data", "rft", "outcome-dpo", "credit", "step-pairs", "step-dpo"],
+                     ["prepare", "sample", "rft-data", "rft", "credit", "step-pairs", "outcome-dpo", "step-dpo"],
                      id="base-is-the-sft-policy"),
     ],
 )
@@ -84,7 +90,9 @@ def test_dependencies_point_backwards_and_policies_are_trained_first():
         pytest.param({"prepare", "sft"}, ["sft"], ["sample", "eval-sft"], id="sample-and-eval-sft"),
         pytest.param({"prepare", "sft", "sample", "eval-sft"}, ["sft"], ["rft-data", "credit"], id="credit-keeps-sft"),
         pytest.param({"prepare", "sft", "sample", "eval-sft", "credit", "rft-data"}, [],
-                     ["rft", "outcome-dpo", "step-pairs"], id="training-needs-no-sampler"),
+                     ["rft", "step-pairs"], id="training-needs-no-sampler"),
+        pytest.param({"prepare", "sft", "sample", "eval-sft", "credit", "rft-data", "step-pairs"}, [],
+                     ["rft", "outcome-dpo", "step-dpo"], id="matched-dpo-after-step-pairs"),
         pytest.param({n for n in FULL if not n.startswith("eval")} | {"eval-sft"}, ["outcome-dpo", "rft", "step-dpo"],
                      ["eval-rft", "eval-outcome-dpo", "eval-step-dpo"], id="eval-every-policy"),
         pytest.param(set(FULL), [], [], id="done"),
@@ -113,12 +121,15 @@ def test_stage_configs_wire_folders_together_and_round_trip_through_json():
     assert got["sft"].data == [f"{root}/prepare/train.jsonl"] and got["sft"].max_examples == 500
     assert got["sample"].questions == f"{root}/prepare/train.jsonl" and got["sample"].max_questions == 500
     assert got["credit"].samples_dir == f"{root}/sample"
-    assert got["rft-data"].outputs == ["rft", "outcome"]
-    assert (got["step-pairs"].outputs, got["step-pairs"].credit_dir) == (["step"], f"{root}/credit")
+    assert got["rft-data"].outputs == ["rft"]
+    assert (got["step-pairs"].outputs, got["step-pairs"].credit_dir) == (["step", "outcome"], f"{root}/credit")
     assert got["rft"].model_path == f"{root}/sft/model" and got["rft"].data == [f"{root}/rft-data/rft.jsonl"]
     assert got["step-dpo"].reference_path == f"{root}/sft/model"
     assert got["step-dpo"].data == [f"{root}/step-pairs/step_pairs.jsonl"]
-    assert got["outcome-dpo"].data == [f"{root}/rft-data/outcome_pairs.jsonl"]
+    assert got["outcome-dpo"].data == [f"{root}/step-pairs/outcome_pairs.jsonl"]
+    unmatched = configs(stages__pairs={"matchCounts": False})
+    assert unmatched["rft-data"].outputs == ["rft", "outcome"] and unmatched["step-pairs"].outputs == ["step"]
+    assert unmatched["outcome-dpo"].data == [f"{root}/rft-data/outcome_pairs.jsonl"]
     assert got["eval-rft"].policy == "rft" and got["eval-rft"].questions == f"{root}/prepare/test.jsonl"
     for config in got.values():
         assert parse_stage_config(config.model_dump_json()) == config
@@ -129,6 +140,13 @@ def test_seed_is_added_to_every_stage_seed_and_trainer_overrides_apply():
     assert got["sample-s7"].params.seed == 7 and got["credit-s7"].params.seed == 7
     assert got["sft-s7"].params.seed == 7 and got["sft-s7"].params.zero_stage == 3
     assert got["sft-s0"].params.precision == "bf16"
+
+
+def test_credit_rollouts_default_to_the_sampling_temperature():
+    got = configs(stages__sampling={"params": {"temperature": 1.0}})
+    assert got["credit"].params.temperature == 1.0
+    got = configs(stages__sampling={"params": {"temperature": 1.0}}, stages__credit={"params": {"temperature": 0.3}})
+    assert got["credit"].params.temperature == 0.3
 
 
 def test_sweep_and_rft_from_base():
@@ -153,3 +171,34 @@ def test_sampling_stages_need_a_server():
 def test_storage_root_joins_mount_path_folder_namespace_and_name():
     spec = ExperimentSpec.model_validate(spec_with(storage={"claimName": "c", "mountPath": "/mnt/", "path": ""}))
     assert storage_root(spec, "team", "exp") == "/mnt/team/exp"
+
+
+def test_validation_split_memorisation_eval_and_per_seed_scratch_models():
+    source = {"kind": "stargraph", "degree": 2, "pathLength": 5, "nodes": 30, "validationSize": 50}
+    got = configs(data__task="sequence", data__source=source, data__prompt={"template": "{question} ="},
+                  model={"name": "tiny", "scratch": {"hidden": 64}}, seeds=[0, 3],
+                  stages__eval={"split": "validation", "trainQuestions": 100, "maxQuestions": 40})
+    root = "/data/negrl/ns/exp"
+    assert got["eval-sft-s0"].questions == f"{root}/prepare/validation.jsonl"
+    assert got["eval-sft-s0"].max_questions == 40
+    train = got["eval-train-sft-s3"]
+    assert (train.questions, train.max_questions, train.policy) == (f"{root}/prepare/train.jsonl", 100, "sft-s3")
+    assert got["prepare"].scratch_seeds == [0, 3]
+    assert got["sft-s0"].model_path == f"{root}/prepare/model"
+    assert got["sft-s3"].model_path == f"{root}/prepare/model-s3"
+    with pytest.raises(ValueError, match="validationSize"):
+        ExperimentSpec.model_validate(spec_with(stages__eval={"split": "validation"}))
+
+
+def test_sampling_can_cover_only_the_first_questions_of_d_syn():
+    assert configs(stages__sampling={"maxQuestions": 100})["sample"].max_questions == 100
+    assert configs(stages__sampling={"maxQuestions": 900})["sample"].max_questions == 500  # |D_syn| = 500
+
+
+def test_compute_matched_sweep_runs_the_same_steps_at_every_point():
+    got = configs(sweep={"sftMultipliers": [2, 4], "sftSteps": 300})
+    for name in ("sft", "sft-x2", "sft-x4"):
+        assert (got[name].params.max_steps, got[name].params.epochs) == (300, 1000.0)
+    assert [got[name].max_examples for name in ("sft", "sft-x2", "sft-x4")] == [500, 1000, 2000]
+    epochs = configs(sweep={"sftMultipliers": [2]})  # the old behaviour: epochs, steps grow with k
+    assert epochs["sft-x2"].params.max_steps is None and epochs["sft-x2"].params.epochs == 3.0

@@ -3,7 +3,7 @@
 import pytest
 
 from negrl_sampler.grading.grader import Grade
-from negrl_sampler.pairing import outcome_pairs, positives, rft_set, step_pairs
+from negrl_sampler.pairing import matched_counts, outcome_pairs, positives, rft_set, step_pairs, unknown_end
 from negrl_sampler.record import CreditRecord, Question, Sample, StepValue
 
 RIGHT = Grade(correct=True, extracted="5", reason="match")
@@ -16,12 +16,13 @@ def sample(index, response, grade, qid="q1", finish="stop"):
                   finish_reason=finish, grade=grade)
 
 
-def credit(index, steps, pit, qid="q1", recovery=None):
+def credit(index, steps, pit, qid="q1", recovery=None, finished=True):
     values = [StepValue(step=0, value=1.0, successes=1, rollouts=4)]
     values += [StepValue(step=i, value=float(i < (pit or 99)), successes=int(i < (pit or 99)), rollouts=5)
                for i in range(1, len(steps))]
     return CreditRecord(question_id=qid, sample_index=index, prompt=f"P[{qid}]", steps=steps, values=values,
-                        pit=pit, strategy="full", rollouts=5, generated_tokens=50, recovery=recovery)
+                        pit=pit, strategy="full", rollouts=5, generated_tokens=50, recovery=recovery,
+                        finished=finished)
 
 
 SAMPLES = [
@@ -113,3 +114,36 @@ def test_step_pair_rejected_is_cut_after_the_pit_without_eos():
 
 def test_step_pairs_cap_per_question():
     assert len(step_pairs(CREDITS, SAMPLES, QUESTIONS, "synthetic", per_question=1)) == 1
+
+
+def test_step_pair_with_pit_before_the_end_has_no_eos_and_outcome_pairs_have_one():
+    pair = step_pairs(CREDITS, SAMPLES, QUESTIONS, "synthetic", per_question=1)[0]
+    assert (pair.pit, pair.rejected_eos) == (2, False)
+    assert all(p.rejected_eos is True for p in outcome_pairs(SAMPLES, 8))
+
+
+def test_finished_negative_whose_every_prefix_recovers_keeps_its_eos():
+    # pit = L = 3: the stop is the mistake, so the rejected side is the whole response plus EOS
+    pairs = step_pairs([credit(4, STEPS, pit=3)], SAMPLES, QUESTIONS, "synthetic", per_question=8)
+    assert [(p.rejected, p.pit, p.rejected_eos) for p in pairs] == [("".join(STEPS), 3, True)]
+    one_step = step_pairs([CREDITS[1]], SAMPLES, QUESTIONS, "synthetic", per_question=8)
+    assert [(p.rejected, p.rejected_eos) for p in one_step] == [("Only one step", True)]
+
+
+def test_truncated_negative_with_pit_at_the_end_makes_no_pair():
+    cut = credit(4, STEPS, pit=3, finished=False)          # cut by max_tokens: Q_L is unknown
+    early = credit(7, STEPS, pit=2, finished=False)        # a measured pit before the cut still counts
+    assert (unknown_end(cut), unknown_end(early), unknown_end(credit(4, STEPS, pit=3))) == (True, False, False)
+    pairs = step_pairs([cut, early], SAMPLES, QUESTIONS, "synthetic", per_question=8)
+    assert [(p.rejected_sample_index, p.pit, p.rejected_eos) for p in pairs] == [(7, 2, False)]
+
+
+def test_matched_counts_cut_the_longer_list_to_a_seeded_ordered_subset():
+    outcome, step = list(range(10)), ["a", "b", "c"]
+    cut_outcome, cut_step = matched_counts(outcome, step, seed=1)
+    assert cut_step == step and len(cut_outcome) == 3
+    assert cut_outcome == sorted(cut_outcome) and set(cut_outcome) <= set(outcome)
+    assert matched_counts(outcome, step, seed=1) == (cut_outcome, cut_step)  # deterministic
+    assert matched_counts(step, outcome, seed=1)[1] == cut_outcome            # either side
+    assert matched_counts([], step) == ([], [])
+    assert matched_counts(step, step) == (step, step)

@@ -44,3 +44,28 @@ def test_missing_file_names_the_path(tmp_path):
                                         "testPath": "/nope/test.jsonl"})
     with pytest.raises(FileNotFoundError, match="/nope/train.jsonl"):
         prepare(config)
+
+
+def test_stargraph_validation_split_is_its_own_stream(tmp_path):
+    config = PrepareStageConfig(output_dir=str(tmp_path), task="sequence",
+                                source={"kind": "stargraph", "degree": 2, "pathLength": 3, "nodes": 10,
+                                        "trainSize": 30, "testSize": 30, "validationSize": 30})
+    assert prepare(config) == {"stage": "prepare", "train": 30, "test": 30, "validation": 30}
+    splits = {name: lines(tmp_path / f"{name}.jsonl") for name in ("train", "test", "validation")}
+    assert [q["id"] for q in splits["validation"]][:2] == ["validation-0", "validation-1"]
+    questions = {name: [q["question"] for q in split] for name, split in splits.items()}
+    assert questions["validation"] != questions["test"] and questions["validation"] != questions["train"]
+
+
+def test_every_seed_gets_its_own_scratch_initialisation(tmp_path):
+    from safetensors.numpy import load_file
+
+    config = PrepareStageConfig(output_dir=str(tmp_path), task="sequence", scratch_seeds=[0, 2],
+                                scratch_model={"hidden": 64, "layers": 1, "heads": 1, "maxPositions": 32},
+                                source={"kind": "stargraph", "degree": 2, "pathLength": 3, "nodes": 10,
+                                        "trainSize": 5, "testSize": 2})
+    prepare(config)
+    first, other = (load_file(tmp_path / name / "model.safetensors") for name in ("model", "model-s2"))
+    assert first.keys() == other.keys()
+    assert any((first[key] != other[key]).any() for key in first if key.endswith("proj.weight"))
+    assert (tmp_path / "model" / "tokenizer.json").read_text() == (tmp_path / "model-s2" / "tokenizer.json").read_text()

@@ -13,12 +13,15 @@ SAMPLE = StageNode("sample", "sample", "sample", serves="sft")
 CREDIT = StageNode("credit", "credit", "credit", serves="sft")
 TRAIN = StageNode("rft", "train", "rft", produces="rft")
 EVAL_RFT = StageNode("eval-rft", "evaluate", "eval", serves="rft")
+SWEEP = StageNode("sft-x2", "train", "sft", produces="sft-x2", multiplier=2)
 
 
 @pytest.mark.parametrize("name,ready,serving,expected", [
     ("a stage of the served policy first", [TRAIN, EVAL_RFT, CREDIT], {"sft"}, CREDIT),
     ("then a stage needing no server", [EVAL_RFT, TRAIN], {"sft"}, TRAIN),
     ("then graph order", [EVAL_RFT, SAMPLE], set(), EVAL_RFT),
+    ("sweep points after the methods' stages", [SAMPLE, SWEEP], set(), SAMPLE),
+    ("a sweep point when nothing else is ready", [SWEEP], set(), SWEEP),
     ("nothing ready", [], {"sft"}, None),
 ])
 def test_next_stage(name, ready, serving, expected):
