@@ -30,9 +30,11 @@ def conditions(status: ExperimentStatus, old: ExperimentStatus, generation: int,
     degraded_reason = "StageFailed" if phase == "Failed" else ("PodFailed" if retrying else "AsExpected")
     degraded_message = message if phase == "Failed" else "; ".join(f"{s.name}: {s.message}" for s in retrying)
     progressing_reason = {"Pending": "Waiting", "Running": "StagesRunning"}.get(phase, phase)
-    progressing_message = f"running: {status.stage}" if status.stage and phase == "Running" else message
+    # A failure's text is said once, in Degraded (and status.message); the others point there.
+    ended = f"stage {status.stage} failed (see Degraded)" if phase == "Failed" else message
+    progressing_message = f"running: {status.stage}" if status.stage and phase == "Running" else ended
     return [
-        _condition("Ready", phase == "Succeeded", phase, message, generation, old.condition("Ready"), now),
+        _condition("Ready", phase == "Succeeded", phase, ended, generation, old.condition("Ready"), now),
         _condition("Progressing", phase in ("Pending", "Running"), progressing_reason, progressing_message,
                    generation, old.condition("Progressing"), now),
         _condition("Degraded", degraded_reason != "AsExpected", degraded_reason, degraded_message, generation,

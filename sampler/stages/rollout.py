@@ -205,7 +205,7 @@ def execute(config: Any, stage: str, units: dict[str, int], work: Work, summariz
     head = {"stage": stage, "shard": f"{index}/{count}", "output_dir": out}
     if shard_done(out, index, count, inputs):
         summary = read_json(shard_manifest_path(out, index, count))["summary"]
-        report_summary({**head, **summary, "resumed": "shard already complete"})
+        report_summary({**head, **summary, **(figures(summary) if figures else {}), "resumed": "shard already complete"})
         return 0
     metrics = RolloutMetrics(stage)
     path = shard_records_path(out, index, count)
