@@ -13,6 +13,7 @@ import os
 import sys
 import traceback
 
+from negrl_operator.api.progress import progress_due, progress_line
 from negrl_operator.api.stage_config import STAGE_CONFIG_PATH, TrainStageConfig, load_stage_config
 from negrl_operator.api.termination import report_summary
 
@@ -77,7 +78,11 @@ class ProgressBar:
         figures = f"loss {record['loss']:.4f}  lr {record['learning_rate']:.2e}  {record['tokens_per_second']:.0f} tok/s"
         if "reward_margin" in record:
             figures += f"  margin {record['reward_margin']:.3f}  acc {record['preference_accuracy']:.2f}"
+        before = int(self.progress.tasks[0].completed)
         self.progress.update(self.task, completed=record["step"], figures=figures)
+        if not self.progress.console.is_terminal and progress_due(before, record["step"], record["total_steps"]):
+            print(progress_line(self.stage, record["step"], record["total_steps"], figures), file=sys.stderr,
+                  flush=True)
 
     def close(self) -> None:
         if self.progress is not None:

@@ -6,6 +6,7 @@ Names follow `negrl_<component>_<what>_<unit>`; counters end in `_total`; label 
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterable
 
@@ -13,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from negrl_operator.api.progress import progress_due, progress_line
 from negrl_sampler.serving.client import Completion
 
 
@@ -100,7 +102,7 @@ class RolloutMetrics:
 
 
 class ProgressView:
-    """Progress bars with live rates on a terminal (stderr); silent when stderr is not a terminal."""
+    """Progress bars with live rates on a terminal (stderr); elsewhere (a pod's log) a line per tenth."""
 
     def __init__(self, metrics: RolloutMetrics, total: int, done: int, label: str):
         self.metrics = metrics
@@ -126,4 +128,8 @@ class ProgressView:
         completions = self.metrics.totals["completions"]
         tokens = self.metrics.totals["generated_tokens"]
         rates = f"{completions / elapsed:.1f} compl/s {tokens / elapsed:.0f} tok/s"
+        task = self.progress.tasks[0]
+        before, total = int(task.completed), int(task.total or 0)
         self.progress.update(self.task, advance=questions, rates=rates)
+        if not self.enabled and progress_due(before, before + questions, total):
+            print(progress_line(task.description, before + questions, total, rates), file=sys.stderr, flush=True)
