@@ -1,0 +1,146 @@
+"""A user's first `kubectl apply`, on a node that runs the pods: the chart installed with helm from
+the locally built operator image, a one-seed star-graph experiment run by real stage pods (worker
+image), a real vLLM CPU sampler per policy (sampler-cpu image) reached through its Service name, to
+Succeeded; the status agrees with the artifacts on the volume; deleting it removes every child."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client
+
+from tests.fixtures.cluster import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+RELEASE, SYSTEM = "negrl", "negrl-system"
+INSTANCE = "app.kubernetes.io/instance"
+GROUP, VERSION, PLURAL = "negrl.io", "v1alpha1", "negrlexperiments"
+SMALL = {"requests": {"cpu": "100m", "memory": "256Mi"}}
+RUN_TIMEOUT_S = 3000
+
+
+@pytest.fixture(scope="module")
+def api(node_cluster):
+    with node_cluster.api_client() as api_client:
+        yield api_client
+
+
+@pytest.fixture(scope="module")
+def chart(node_cluster):
+    repository, tag = node_cluster.images["operator"].rsplit(":", 1)
+    node_cluster.kubectl("create", "namespace", SYSTEM)
+    node_cluster.helm("install", RELEASE, str(REPO / "charts" / "negrl"), "--namespace", SYSTEM, "--wait",
+                      "--timeout", "300s", "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
+                      "--set", "image.pullPolicy=Never", "--set", "operator.reconcileInterval=2", timeout=360)
+    yield
+    node_cluster.helm("uninstall", RELEASE, "--namespace", SYSTEM, "--wait", check=False, timeout=120)
+
+
+def through_service(node_cluster, path: str) -> str:
+    """GET on the operator's metrics Service, proxied by the API server (all on this machine)."""
+    raw = f"/api/v1/namespaces/{SYSTEM}/services/{RELEASE}-metrics:metrics/proxy{path}"
+    return node_cluster.kubectl("get", "--raw", raw).stdout
+
+
+def experiment_manifest(namespace: str, name: str, images: dict[str, str]) -> dict:
+    doc = yaml.safe_load((REPO / "examples" / "stargraph.yaml").read_text())
+    spec = doc["spec"]
+    doc["metadata"] = {"name": name, "namespace": namespace}
+    spec["seeds"], spec["sweep"] = [0], {"sftMultipliers": []}
+    spec["data"]["source"].update(trainSize=400, testSize=40)
+    spec["data"]["syntheticSize"] = 64
+    spec["stages"]["sft"]["params"]["epochs"] = 2
+    for stage in ("rft", "stepDpo", "outcomeDpo"):
+        spec["stages"][stage]["params"]["epochs"] = 1
+    spec["stages"]["sampling"]["params"]["samplesPerQuestion"] = 2
+    spec["stages"]["credit"]["params"].update(rollouts=2, negativesPerQuestion=2)
+    spec["stages"]["eval"]["params"]["k"] = 2
+    spec["sampler"] = {"image": images["sampler-cpu"], "gpus": 0, "cpuKvCacheGb": 1, "maxModelLen": 64,
+                       "startupTimeoutS": 900, "resources": SMALL}
+    spec["worker"] = {"image": images["worker"], "shards": 2, "resources": SMALL}
+    spec["trainer"].update(resources=SMALL)
+    return doc
+
+
+def children(api, namespace: str, name: str) -> dict[str, list]:
+    selector = f"{INSTANCE}={name}"
+    core, batch, apps = client.CoreV1Api(api), client.BatchV1Api(api), client.AppsV1Api(api)
+    return {
+        "jobs": batch.list_namespaced_job(namespace, label_selector=selector).items,
+        "deployments": apps.list_namespaced_deployment(namespace, label_selector=selector).items,
+        "services": core.list_namespaced_service(namespace, label_selector=selector).items,
+        "configmaps": core.list_namespaced_config_map(namespace, label_selector=selector).items,
+        "pods": core.list_namespaced_pod(namespace, label_selector=selector).items,
+    }
+
+
+def get_experiment(api, namespace: str, name: str) -> dict:
+    return client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+
+
+@pytest.mark.timeout(RUN_TIMEOUT_S + 600)
+def test_stargraph_experiment_runs_to_succeeded_on_real_pods(node_cluster, api, chart, tmp_path):
+    core = client.CoreV1Api(api)
+    operator_pods = core.list_namespaced_pod(SYSTEM, label_selector=f"app.kubernetes.io/instance={RELEASE}").items
+    assert [p.status.phase for p in operator_pods] == ["Running"]
+    assert through_service(node_cluster, "/healthz") == "ok\n"
+    assert "negrl_operator_" in through_service(node_cluster, "/metrics")
+
+    namespace, name = f"e2e-{uuid.uuid4().hex[:6]}", "stargraph"
+    core.create_namespace({"metadata": {"name": namespace}})
+    core.create_namespaced_persistent_volume_claim(namespace, {
+        "metadata": {"name": "negrl-data"},
+        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": node_cluster.storage_class,
+                 "resources": {"requests": {"storage": "10Gi"}}},
+    })
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(experiment_manifest(namespace, name, node_cluster.images)))
+    started = time.monotonic()
+    node_cluster.kubectl("apply", "-f", str(path))
+    done = wait_for("the experiment to finish", lambda: get_experiment(api, namespace, name),
+                    lambda body: (body.get("status") or {}).get("phase") in ("Succeeded", "Failed"),
+                    timeout=RUN_TIMEOUT_S)
+    wall_s = time.monotonic() - started
+    print(f"e2e star-graph experiment: {done['status']['phase']} in {wall_s:.0f}s")
+    status = done["status"]
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)[:6000]
+
+    stages = {stage["name"]: stage for stage in status["stages"]}
+    assert all(stage["state"] == "Succeeded" and stage["summary"] for stage in stages.values())
+    root = node_cluster.storage_dir / "experiments" / namespace / name  # <volume>/<storage.path>/<ns>/<name>
+    assert stages["sft"]["artifact"] == f"/data/experiments/{namespace}/{name}/sft"
+    # sharded stages: both pods' summaries add up to the stage manifest the last shard wrote
+    for stage in ("sample", "credit"):
+        manifest = json.loads((root / stage / "manifest.json").read_text())
+        assert manifest["shards"] == 2
+        for key, value in manifest["summary"].items():
+            if isinstance(value, int):
+                assert stages[stage]["summary"][key] == value, (stage, key)
+    results = status["results"]
+    evaluated = {p["policy"]: p for p in results["policies"]}
+    assert set(evaluated) == {"sft", "rft", "step-dpo", "outcome-dpo"}
+    for policy, found in evaluated.items():
+        written = json.loads((root / f"eval-{policy}" / "summary.json").read_text())
+        assert (found["accuracy"], found["passK"], found["k"], found["questions"]) == (
+            written["pass_at_1"], written["pass_at_k"], 2, written["questions"])
+        assert [found["accuracyCiLow"], found["accuracyCiHigh"]] == written["pass_at_1_ci95"]
+    assert results["bestAccuracy"] == max(p["accuracy"] for p in evaluated.values())
+    assert results["counts"]["samples"] == json.loads((root / "sample" / "manifest.json").read_text())["summary"]["samples"]
+    # models written by uid 1000 are readable by every user (the samplers loaded them)
+    assert all(path.stat().st_mode & 0o004 for path in (root / "sft" / "model").iterdir())
+
+    sample_job = stages["sample"]["job"]
+    logs = node_cluster.kubectl("logs", f"job/{sample_job}", "-n", namespace).stdout
+    assert "(100%)" in logs and '"stage":"sample"' in logs, logs[-2000:]
+    train_logs = node_cluster.kubectl("logs", f"job/{stages['sft']['job']}", "-n", namespace).stdout
+    assert "sft:" in train_logs and "(100%)" in train_logs, train_logs[-2000:]
+
+    node_cluster.kubectl("delete", "nrx", name, "-n", namespace, "--wait=true", timeout=180)
+    wait_for("no children", lambda: children(api, namespace, name), lambda found: not any(found.values()),
+             timeout=180)
+    core.delete_namespace(namespace)
