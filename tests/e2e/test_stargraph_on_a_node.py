@@ -6,6 +6,8 @@ Succeeded; the status agrees with the artifacts on the volume; deleting it remov
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -15,6 +17,7 @@ import yaml
 from kubernetes import client
 
 from tests.fixtures.cluster import wait_for
+from tests.fixtures.prometheus import Discovery, Prometheus, rule_groups, scrape_configs
 
 REPO = Path(__file__).resolve().parents[2]
 RELEASE, SYSTEM = "negrl", "negrl-system"
@@ -39,6 +42,42 @@ def chart(node_cluster):
                       "--set", "image.pullPolicy=Never", "--set", "operator.reconcileInterval=2", timeout=360)
     yield
     node_cluster.helm("uninstall", RELEASE, "--namespace", SYSTEM, "--wait", check=False, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def prometheus(node_cluster, chart, tmp_path_factory):
+    """Debian's Prometheus scraping as the chart's ServiceMonitor and PodMonitor say, with its rules."""
+    rendered = node_cluster.helm(
+        "template", RELEASE, str(REPO / "charts" / "negrl"), "--namespace", SYSTEM,
+        "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.podMonitor.enabled=true",
+        "--set", "metrics.prometheusRule.enabled=true").stdout
+    docs = [doc for doc in yaml.safe_load_all(rendered) if doc]
+    folder = tmp_path_factory.mktemp("prometheus")
+    with node_cluster.api_client() as api_client:
+        discovery = Discovery(api_client, folder / "targets").start()
+        server = Prometheus(folder, scrape_configs(docs, folder / "targets"), rule_groups(docs)).start()
+        yield server
+        server.stop()
+        discovery.stop()
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(dashboard, expr) of every panel, with the template variables set to "All"."""
+    found = []
+
+    def walk(node, board: str) -> None:
+        if isinstance(node, dict):
+            if "expr" in node:
+                found.append((board, re.sub(r"\$(namespace|experiment|stage|policy)", ".*", node["expr"])))
+            for value in node.values():
+                walk(value, board)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value, board)
+
+    for path in sorted((REPO / "charts" / "negrl" / "dashboards").glob("*.json")):
+        walk(json.loads(path.read_text()).get("panels", []), path.stem)
+    return found
 
 
 def through_service(node_cluster, path: str) -> str:
@@ -84,7 +123,7 @@ def get_experiment(api, namespace: str, name: str) -> dict:
 
 
 @pytest.mark.timeout(RUN_TIMEOUT_S + 600)
-def test_stargraph_experiment_runs_to_succeeded_on_real_pods(node_cluster, api, chart, tmp_path):
+def test_stargraph_experiment_runs_to_succeeded_on_real_pods(node_cluster, api, chart, prometheus, tmp_path):
     core = client.CoreV1Api(api)
     operator_pods = core.list_namespaced_pod(SYSTEM, label_selector=f"app.kubernetes.io/instance={RELEASE}").items
     assert [p.status.phase for p in operator_pods] == ["Running"]
@@ -100,7 +139,7 @@ def test_stargraph_experiment_runs_to_succeeded_on_real_pods(node_cluster, api, 
     })
     path = tmp_path / "experiment.yaml"
     path.write_text(yaml.safe_dump(experiment_manifest(namespace, name, node_cluster.images)))
-    started = time.monotonic()
+    started, started_at = time.monotonic(), time.time()
     node_cluster.kubectl("apply", "-f", str(path))
     done = wait_for("the experiment to finish", lambda: get_experiment(api, namespace, name),
                     lambda body: (body.get("status") or {}).get("phase") in ("Succeeded", "Failed"),
@@ -140,7 +179,29 @@ def test_stargraph_experiment_runs_to_succeeded_on_real_pods(node_cluster, api, 
     train_logs = node_cluster.kubectl("logs", f"job/{stages['sft']['job']}", "-n", namespace).stdout
     assert "sft:" in train_logs and "(100%)" in train_logs, train_logs[-2000:]
 
+    check_monitoring(prometheus, started_at=started_at)
+
     node_cluster.kubectl("delete", "nrx", name, "-n", namespace, "--wait=true", timeout=180)
     wait_for("no children", lambda: children(api, namespace, name), lambda found: not any(found.values()),
              timeout=180)
     core.delete_namespace(namespace)
+
+
+def check_monitoring(prometheus: Prometheus, started_at: float) -> None:
+    """Every dashboard query had data during the run; no alert fires after a successful one; the
+    rendered rule file passes promtool."""
+    time.sleep(35)  # one more scrape of the operator (30 s) after the status settled
+    checked = subprocess.run(["promtool", "check", "rules", str(prometheus.rules)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    scraped = prometheus.series_over("max by (job, endpoint) (up)", started_at, time.time())
+    jobs = {(series["metric"]["job"], series["metric"]["endpoint"]) for series in scraped}
+    # the operator through its Service; samplers (port http) and stage pods (port metrics) directly
+    assert {("negrl-metrics", "metrics"), ("negrl-system/negrl-workloads", "http"),
+            ("negrl-system/negrl-workloads", "metrics")} <= jobs, jobs
+    empty = [(board, expr) for board, expr in dashboard_queries()
+             if not prometheus.series_over(expr, started_at, time.time())]
+    print("dashboard queries without data:", json.dumps(empty, indent=1))
+    assert not empty
+    alerts = [rule for group in yaml.safe_load(prometheus.rules.read_text())["groups"] for rule in group["rules"]]
+    firing = {rule["alert"]: prometheus.api("query", query=rule["expr"])["result"] for rule in alerts}
+    assert firing and not any(firing.values()), firing
