@@ -31,7 +31,9 @@ COPY README.md ./
 COPY operator/ operator/
 COPY sampler/ sampler/
 COPY trainer/ trainer/
-RUN pip install --no-deps ".[operator]"
+# The sources go once installed: a working directory holding `operator/` would shadow Python's own
+# `operator` module for every `python -m ...` (torchrun's workers, vLLM) started there.
+RUN pip install --no-deps ".[operator]" && rm -rf operator sampler trainer
 USER 1000:1000
 EXPOSE 8080
 ENTRYPOINT ["negrl"]
@@ -56,7 +58,7 @@ COPY README.md ./
 COPY operator/ operator/
 COPY sampler/ sampler/
 COPY trainer/ trainer/
-RUN pip install --no-deps ".[worker]"
+RUN pip install --no-deps ".[worker]" && rm -rf operator sampler trainer
 USER 1000:1000
 ENV HF_HOME=/tmp/hf-home TRITON_CACHE_DIR=/tmp/triton
 ENTRYPOINT ["negrl"]

@@ -74,3 +74,13 @@ def test_packaged_modules_match_the_folders():
         for package, folder in roots.items() for path in (REPO / folder).rglob("__init__.py")
     }
     assert set(setuptools["packages"]) == folders
+
+
+@pytest.mark.parametrize("target", ["operator", "worker", "sampler-cpu"])
+def test_no_source_folder_is_left_in_the_working_directory(target):
+    # `python -m` puts the working directory first on sys.path: an `operator/` folder there breaks
+    # the standard library for torchrun's workers and for vLLM
+    instructions = stages()[target]
+    copied = [rest.split()[-1].rstrip("/") for key, rest in instructions if key == "COPY" and rest.split()[0].endswith("/")]
+    removed = " ".join(rest for key, rest in instructions if key == "RUN" and "rm -rf" in rest)
+    assert all(f" {folder}" in removed for folder in copied), (copied, removed)
