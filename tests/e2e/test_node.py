@@ -66,7 +66,13 @@ def finished(api, namespace: str, name: str):
                     lambda p: p.status.phase in ("Succeeded", "Failed"), timeout=120)
 
 
-def test_cluster_traffic_stays_on_this_machine(node_cluster, api):
+def test_cluster_traffic_stays_on_this_machine(node_cluster, api, namespace):
+    # a running pod first: the pod bridge and its routes exist from the first sandbox on
+    sandbox = pod("sandbox", node_cluster.images["pause"], "")
+    sandbox["spec"]["containers"][0].pop("command")
+    client.CoreV1Api(api).create_namespaced_pod(namespace, sandbox)
+    wait_for("the pod to run", lambda: client.CoreV1Api(api).read_namespaced_pod("sandbox", namespace),
+             lambda p: p.status.phase == "Running", timeout=60)
     node = client.CoreV1Api(api).read_node(NODE_NAME)
     addresses = {a.type: a.address for a in node.status.addresses}
     assert addresses["InternalIP"] == NODE_IP

@@ -25,7 +25,7 @@ PRINT=0
 if [ "${1:-}" = "--print" ]; then PRINT=1; shift; fi
 TARGETS=("$@"); [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(pause operator worker sampler-cpu)
 
-BASE_VERSION=1  # bump when build_base changes what goes into the base
+BASE_VERSION=2  # bump when build_base changes what goes into the base
 BASE_KEY=$(echo "$SUITE $BASE_VERSION $MIRROR" | hash_of)
 BASE=localhost/negrl-python-base:$BASE_KEY
 # what goes into every target: the Dockerfile and the files it copies (tracked or not, not ignored)
@@ -35,10 +35,10 @@ SOURCE_KEY=$(cd "$ROOT" && { echo "$BASE_KEY"; git ls-files -co --exclude-standa
 archive_of() { echo "$CACHE/negrl-$1-$SOURCE_KEY.tar"; }
 build_base() {
   "${PODMAN[@]}" image exists "$BASE" && return 0
-  echo "building the base image $BASE (debootstrap $SUITE, python3 venv at /opt/python)"
+  echo "building the base image $BASE (debootstrap $SUITE, python3 with headers, venv at /opt/python)"
   local work; work=$(mktemp -d "$CACHE/.base.XXXXXX")
   trap 'umount -l "$work/rootfs/proc" 2>/dev/null || true; rm -rf "$work"' RETURN
-  debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates "$SUITE" "$work/rootfs" "$MIRROR" \
+  debootstrap --variant=minbase --include=python3,python3-venv,python3-dev,ca-certificates "$SUITE" "$work/rootfs" "$MIRROR" \
     > "$work/debootstrap.log" 2>&1 || { tail -20 "$work/debootstrap.log"; fail "debootstrap $SUITE"; }
   # This machine's CA bundle: pip inside image builds goes through its TLS-intercepting proxy.
   cp /etc/ssl/certs/ca-certificates.crt "$work/rootfs/etc/ssl/certs/ca-certificates.crt"
