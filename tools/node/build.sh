@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds what a real test node runs besides Debian's containerd/runc: kubelet and kube-proxy from
-# the control plane's Go module (tools/k8s, same Kubernetes version), CoreDNS from the Go module
-# proxy, and the pod sandbox's `pause` binary (tools/node/pause).
+# the control plane's Go module (tools/k8s, same Kubernetes version), CoreDNS with the plugins the
+# node uses (tools/node/coredns, from the Go module proxy), and the pod sandbox's `pause` binary
+# (tools/node/pause).
 #
 # The binaries go to ${NEGRL_CACHE_DIR:-$HOME/.cache/negrl}/node/<key>/bin/. <key> is the
 # Kubernetes and CoreDNS versions plus a hash of tools/k8s/go.mod, go.sum, the pause source and
@@ -15,10 +16,10 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 K8S=$HERE/../k8s
 KUBE_VERSION=v1.36.3
-COREDNS_VERSION=v1.15.0
+COREDNS_VERSION=$(awk '$1 == "require" && $2 == "github.com/coredns/coredns" {print $3}' "$HERE/coredns/go.mod")
 CACHE_ROOT=${NEGRL_CACHE_DIR:-$HOME/.cache/negrl}/node
-KEY="$KUBE_VERSION-coredns-$COREDNS_VERSION-$(cat "$K8S/go.mod" "$K8S/go.sum" "$HERE/pause/main.go" "$HERE/build.sh" \
-  | sha256sum | cut -c1-16)"
+KEY="$KUBE_VERSION-coredns-$COREDNS_VERSION-$(cat "$K8S/go.mod" "$K8S/go.sum" "$HERE/pause/main.go" "$HERE/coredns/main.go" \
+  "$HERE/coredns/go.mod" "$HERE/coredns/go.sum" "$HERE/build.sh" | sha256sum | cut -c1-16)"
 KEY_DIR=$CACHE_ROOT/$KEY
 BIN_DIR=$KEY_DIR/bin
 NAMES=(kubelet kube-proxy coredns pause)
@@ -73,8 +74,8 @@ for target in kubelet=k8s.io/kubernetes/cmd/kubelet kube-proxy=k8s.io/kubernetes
   built "$name" "$t0"
 done
 t0=$(date +%s)
-GOBIN=$TMP_DIR/bin GOFLAGS="-trimpath -buildvcs=false" go install -p "$PARALLEL" -ldflags "-s -w" \
-  "github.com/coredns/coredns@$COREDNS_VERSION" || fail "binary 'coredns': go install failed"
+(cd "$HERE/coredns" && go build -p "$PARALLEL" -ldflags "-s -w" -o "$TMP_DIR/bin/coredns" .) \
+  || fail "binary 'coredns': go build in tools/node/coredns failed"
 built coredns "$t0"
 t0=$(date +%s)
 (cd "$HERE/pause" && go build -ldflags "-s -w" -o "$TMP_DIR/bin/pause" .) || fail "binary 'pause': go build failed"
