@@ -37,7 +37,8 @@ build_base() {
   "${PODMAN[@]}" image exists "$BASE" && return 0
   echo "building the base image $BASE (debootstrap $SUITE, python3 with headers, venv at /opt/python)"
   local work; work=$(mktemp -d "$CACHE/.base.XXXXXX")
-  trap 'umount -l "$work/rootfs/proc" 2>/dev/null || true; rm -rf "$work"' RETURN
+  # a failure exits the script: leave no mount behind
+  trap 'umount -l "'"$work"'/rootfs/proc" 2>/dev/null || true; rm -rf "'"$work"'"' EXIT
   debootstrap --variant=minbase --include=python3,python3-venv,python3-dev,ca-certificates "$SUITE" "$work/rootfs" "$MIRROR" \
     > "$work/debootstrap.log" 2>&1 || { tail -20 "$work/debootstrap.log"; fail "debootstrap $SUITE"; }
   # This machine's CA bundle: pip inside image builds goes through its TLS-intercepting proxy.
@@ -53,6 +54,8 @@ build_base() {
   tar -C "$work/rootfs" -c . | "${PODMAN[@]}" import \
     --change "ENV PATH=/opt/python/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
     --change "ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt" - "$BASE" >/dev/null || fail "podman import of the base"
+  rm -rf "$work"
+  trap - EXIT
 }
 
 # The pod sandbox image: tools/node/build.sh's `pause` binary alone, as one layer.
