@@ -93,11 +93,7 @@ def test_cluster_traffic_stays_on_this_machine(node_cluster, api, namespace):
 
 def test_a_pod_runs_reaches_the_api_by_dns_and_writes_the_volume(node_cluster, api, namespace):
     core = client.CoreV1Api(api)
-    core.create_namespaced_persistent_volume_claim(namespace, {
-        "metadata": {"name": "data"},
-        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": node_cluster.storage_class,
-                 "resources": {"requests": {"storage": "1Gi"}}},
-    })
+    folder = node_cluster.claim(api, namespace, "data")
     script = (
         "import socket, os, json, urllib.request, ssl\n"
         "address = socket.gethostbyname('kubernetes.default.svc.cluster.local')\n"
@@ -115,8 +111,8 @@ def test_a_pod_runs_reaches_the_api_by_dns_and_writes_the_volume(node_cluster, a
     assert logs.strip() == f"wrote /data/{namespace}.json"
     claim = core.read_namespaced_persistent_volume_claim("data", namespace)
     volume = core.read_persistent_volume(claim.spec.volume_name)
-    written = json.loads((node_cluster.storage_dir / f"{namespace}.json").read_text())
-    assert volume.spec.host_path.path == str(node_cluster.storage_dir)
+    written = json.loads((folder / f"{namespace}.json").read_text())
+    assert volume.spec.host_path.path == str(folder) and claim.status.phase == "Bound"
     # CoreDNS named the Service, kube-proxy took its IP to the API server (/version is public)
     assert written == {"uid": 1000, "address": "10.96.0.1", "status": [200, "v1.36.3"]}
 

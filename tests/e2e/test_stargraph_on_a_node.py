@@ -132,11 +132,7 @@ def test_stargraph_experiment_runs_to_succeeded_on_real_pods(node_cluster, api, 
 
     namespace, name = f"e2e-{uuid.uuid4().hex[:6]}", "stargraph"
     core.create_namespace({"metadata": {"name": namespace}})
-    core.create_namespaced_persistent_volume_claim(namespace, {
-        "metadata": {"name": "negrl-data"},
-        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": node_cluster.storage_class,
-                 "resources": {"requests": {"storage": "10Gi"}}},
-    })
+    volume = node_cluster.claim(api, namespace, "negrl-data")
     path = tmp_path / "experiment.yaml"
     path.write_text(yaml.safe_dump(experiment_manifest(namespace, name, node_cluster.images)))
     started, started_at = time.monotonic(), time.time()
@@ -151,7 +147,7 @@ def test_stargraph_experiment_runs_to_succeeded_on_real_pods(node_cluster, api, 
 
     stages = {stage["name"]: stage for stage in status["stages"]}
     assert all(stage["state"] == "Succeeded" and stage["summary"] for stage in stages.values())
-    root = node_cluster.storage_dir / "experiments" / namespace / name  # <volume>/<storage.path>/<ns>/<name>
+    root = volume / "experiments" / namespace / name  # <volume>/<storage.path>/<namespace>/<name>
     assert stages["sft"]["artifact"] == f"/data/experiments/{namespace}/{name}/sft"
     # sharded stages: both pods' summaries add up to the stage manifest the last shard wrote
     for stage in ("sample", "credit"):
