@@ -147,8 +147,8 @@ def test_stargraph_experiment_runs_to_succeeded_on_real_pods(node_cluster, api, 
 
     stages = {stage["name"]: stage for stage in status["stages"]}
     assert all(stage["state"] == "Succeeded" and stage["summary"] for stage in stages.values())
-    root = volume / "experiments" / namespace / name  # <volume>/<storage.path>/<namespace>/<name>
-    assert stages["sft"]["artifact"] == f"/data/experiments/{namespace}/{name}/sft"
+    assert stages["sft"]["artifact"] == f"/data/negrl/{namespace}/{name}/sft"  # <mount>/<storage.path>/...
+    root = volume / "negrl" / namespace / name
     # sharded stages: both pods' summaries add up to the stage manifest the last shard wrote
     for stage in ("sample", "credit"):
         manifest = json.loads((root / stage / "manifest.json").read_text())
