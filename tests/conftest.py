@@ -1,5 +1,6 @@
 """Test tiers follow the folder: tests/unit -> unit, tests/component -> component,
-tests/cluster -> cluster. Fixtures live in tests/fixtures/, one module per real component."""
+tests/cluster -> cluster,
+tests/e2e -> e2e. Fixtures live in tests/fixtures/, one module per real component."""
 
 from pathlib import Path
 
@@ -10,9 +11,10 @@ pytest_plugins = [
     "tests.fixtures.vllm_server",
     "tests.fixtures.deepspeed_cpu",
     "tests.fixtures.cluster",
+    "tests.fixtures.node",
 ]
 
-TIERS = ("unit", "component", "cluster")
+TIERS = ("unit", "component", "cluster", "e2e")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-command set-up: .venv with every Python dependency (the vLLM CPU build included),
-# helm + kubectl in .tools/bin, and the local Kubernetes control plane (cached by version).
+# helm + kubectl in .tools/bin, the local Kubernetes control plane and the test node's binaries
+# (cached by version).
 # Each step is skipped when its stamp matches its inputs, so a second run is quick.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,4 +56,20 @@ fi
 
 step "local Kubernetes control plane"
 bash tools/k8s/build.sh || fail "control plane" "tools/k8s/build.sh failed (see its output above)"
+
+# The one-node cluster of the e2e tier: containerd/runc/CNI and the image tools from Debian,
+# kubelet, kube-proxy and CoreDNS built from Go modules (cached by version like the control plane).
+NODE_PACKAGES=(containerd runc containernetworking-plugins podman buildah debootstrap prometheus iptables iproute2)
+missing=()
+for package in "${NODE_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  step "node packages from Debian: ${missing[*]}"
+  SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
+    "${missing[@]}" || fail "node packages" "apt-get install ${missing[*]} failed"
+fi
+step "node binaries (kubelet, kube-proxy, CoreDNS, pause)"
+nice -n 10 bash tools/node/build.sh || fail "node binaries" "tools/node/build.sh failed (see its output above)"
 echo "setup: done"

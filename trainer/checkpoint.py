@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from negrl_operator.api.artifact import read_json, write_json_atomic
+from negrl_operator.api.artifact import read_json, share_readable, write_json_atomic
 
 CHECKPOINTS = "checkpoints"
 COMPLETE = "complete.json"
@@ -114,6 +114,7 @@ def export_initial_model(model_path: str, output_dir: Path) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     AutoModelForCausalLM.from_pretrained(model_path).save_pretrained(partial, safe_serialization=True)
     AutoTokenizer.from_pretrained(model_path).save_pretrained(partial)
+    share_readable(partial)
     shutil.rmtree(final, ignore_errors=True)
     partial.rename(final)
     return final
@@ -132,6 +133,7 @@ def export_model(engine, tokenizer, output_dir: Path, *, zero_stage: int, rank: 
         module.config.use_cache = True
         module.save_pretrained(partial, state_dict=state, safe_serialization=True)
         tokenizer.save_pretrained(partial)
+        share_readable(partial)
         shutil.rmtree(final, ignore_errors=True)
         partial.rename(final)
     dist.barrier()

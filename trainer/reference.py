@@ -12,11 +12,11 @@ import gc
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from negrl_operator.api.artifact import temporary_beside
 from negrl_trainer.batch import collate
 from negrl_trainer.data import EncodedPair
 from negrl_trainer.engine import Distributed, load_model
@@ -123,7 +123,7 @@ def reference_logps(path: str, pairs: list[EncodedPair], cache_dir: Path, *, ds_
                               pad_id=pad_id, dist_info=dist_info)
     if dist_info.rank == 0:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=cache_dir, prefix=f".{cache.name}.")
+        descriptor, temporary = temporary_beside(cache)
         os.close(descriptor)
         save_file({"logps": logps.contiguous()}, temporary)
         os.replace(temporary, cache)

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from negrl_operator.api.artifact import share_readable
+
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 
 
@@ -73,4 +75,5 @@ def build_scratch_model(
     model = LlamaForCausalLM(config)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
+    share_readable(out_dir)
     return out_dir

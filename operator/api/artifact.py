@@ -33,10 +33,28 @@ def inputs_hash(config: BaseModel) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+ARTIFACT_MODE = 0o644  # samplers and trainers may run as other users than the stage that wrote it
+
+
+def temporary_beside(path: Path) -> tuple[int, str]:
+    """An open temporary file next to `path` (to rename onto it), readable by every user: mkstemp's
+    own 0600 would hide an artifact from pods running as another uid."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.fchmod(descriptor, ARTIFACT_MODE)
+    return descriptor, temporary
+
+
+def share_readable(folder: str | Path) -> None:
+    """Let every user read a written folder (a model): whatever umask or library wrote it."""
+    for path in [Path(folder), *Path(folder).rglob("*")]:
+        extra = 0o555 if path.is_dir() else 0o444
+        path.chmod(path.stat().st_mode | extra)
+
+
 def write_json_atomic(path: str | Path, payload: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    descriptor, temporary = temporary_beside(path)
     with os.fdopen(descriptor, "w") as handle:
         json.dump(payload, handle, indent=2, sort_keys=True)
         handle.flush()

@@ -210,6 +210,11 @@ class SamplerSpec(Strict):
     image: str = Field("vllm/vllm-openai:v0.32.0", min_length=1, description="vLLM OpenAI server image (run as is).")
     replicas: int = Field(1, ge=1, le=64, description="vLLM replicas per served policy.")
     tensor_parallel: int = Field(1, ge=1, le=16, description="--tensor-parallel-size; also the GPUs per replica.")
+    gpus: int | None = Field(
+        None, ge=0, le=16, description="GPUs each replica requests; unset: tensorParallel. 0: a CPU sampler (an image "
+        "with vLLM's CPU build, float32, its KV cache in memory) for CPU clusters and tests.",
+    )
+    cpu_kv_cache_gb: int = Field(1, ge=1, le=4096, description="CPU samplers (gpus 0): memory for the KV cache, GiB.")
     max_model_len: int = Field(2048, ge=64, le=1048576, description="--max-model-len.")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="--gpu-memory-utilization.")
     extra_args: list[str] = Field(default_factory=list, description="More `vllm serve` arguments, appended as given.")

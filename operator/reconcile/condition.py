@@ -48,7 +48,9 @@ def conditions(status: ExperimentStatus, old: ExperimentStatus, generation: int,
     if retrying and phase != "Failed" and retrying[0].reason not in ("", "PodFailed"):
         degraded_reason = retrying[0].reason  # OOMKilled, Evicted
     progressing_reason = {"Pending": "Waiting", "Running": "StagesRunning"}.get(phase, phase)
-    progressing_message = f"running: {status.stage}" if status.stage and phase == "Running" else message
+    # A failure's text is said once, in Degraded (and status.message); the others point there.
+    ended = f"stage {status.stage} failed (see Degraded)" if phase == "Failed" else message
+    progressing_message = f"running: {status.stage}" if status.stage and phase == "Running" else ended
     blocking = _blocking(status)
     failed = next((s for s in status.stages if s.state == "Failed"), None)
     stalled_reason = ""
@@ -56,12 +58,12 @@ def conditions(status: ExperimentStatus, old: ExperimentStatus, generation: int,
         stalled_reason = failed.reason if failed is not None and failed.reason not in ("", "JobFailed") else "StageFailed"
     elif blocking is not None and blocking.reason in STALLED_REASONS:
         stalled_reason = blocking.reason
-    stalled_message = message if phase == "Failed" else (f"{blocking.name}: {blocking.message}" if blocking else "")
+    stalled_message = ended if phase == "Failed" else (f"{blocking.name}: {blocking.message}" if blocking else "")
     reconciling = phase in ("Pending", "Running") and not stalled_reason
     reconciling_reason = blocking.reason if blocking is not None else progressing_reason
     ready_reason = phase if phase in ("Succeeded", "Failed") or blocking is None else blocking.reason
     return [
-        _condition("Ready", phase == "Succeeded", ready_reason, stalled_message or message, generation,
+        _condition("Ready", phase == "Succeeded", ready_reason, stalled_message or ended, generation,
                    old.condition("Ready"), now),
         _condition("Reconciling", reconciling, reconciling_reason if reconciling else phase,
                    (stalled_message or progressing_message) if reconciling else "", generation,

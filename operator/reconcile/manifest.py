@@ -249,14 +249,15 @@ def trainer_job(owner: Owner, spec: ExperimentSpec, node: StageNode) -> dict:
     container = {
         "name": "trainer", "image": trainer.image or spec.worker.image,
         "command": torchrun_command(spec, master),
-        "env": [_index_env(), *common_env(spec), *tracking_env(spec)],
+        "env": [_index_env(), {"name": "HOME", "value": "/tmp"}, *common_env(spec), *tracking_env(spec)],
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT}, {"name": "rendezvous", "containerPort": MASTER_PORT}],
-        "resources": resources(trainer.resources, trainer.gpus_per_node),
+        "resources": resources(trainer.resources, trainer.gpus_per_node), "securityContext": RESTRICTED_CONTAINER,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": _mounts(spec) + [{"name": "dshm", "mountPath": "/dev/shm"}],
+        "volumeMounts": _mounts(spec) + [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "tmp", "mountPath": "/tmp"}],
     }
-    pod = {
-        "containers": [container], "volumes": _volumes(spec, owner, node) + [shm_volume(trainer.shm_size)],
+    pod = {  # the stage pods' restrictions: a read-only image, writes only to the volume, /tmp and /dev/shm
+        "containers": [container], "securityContext": restricted_pod(spec.worker.run_as_user),
+        "volumes": _volumes(spec, owner, node) + [shm_volume(trainer.shm_size), {"name": "tmp", "emptyDir": {}}],
     }
     if trainer.nodes > 1:
         pod["subdomain"] = service

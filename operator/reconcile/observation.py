@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from negrl_operator.api.termination import shorten
+
 HASH_ANNOTATION = "negrl.io/spec-hash"
 STAGE_LABEL = "negrl.io/stage"
 POLICY_LABEL = "negrl.io/policy"
@@ -206,5 +208,5 @@ def parse_summary(message: str | None) -> dict[str, Any] | None:
     try:
         value = json.loads(message.strip().splitlines()[-1])
     except (json.JSONDecodeError, IndexError):
-        return {"message": message.strip()[-1024:]}
-    return value if isinstance(value, dict) else {"message": message.strip()[-1024:]}
+        return {"message": shorten(message)}
+    return value if isinstance(value, dict) else {"message": shorten(message)}

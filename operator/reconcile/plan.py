@@ -33,6 +33,7 @@ from negrl_operator.api.status import (
     parse_time,
     rfc3339,
 )
+from negrl_operator.api.termination import shorten
 from negrl_operator.reconcile.condition import RETRY_PREFIX, EventRecord, conditions, events
 from negrl_operator.reconcile.graph import (
     StageNode,
@@ -238,12 +239,17 @@ def _phase(stages: list[StageStatus], spec: ExperimentSpec, started: bool) -> Ph
     return "Running" if started or any(stage.state == "Running" for stage in stages) else "Pending"
 
 
+def _headline(error: str) -> str:
+    """The first line of a stage's error, bounded: the stage keeps the whole (bounded) text."""
+    return shorten(error.strip().splitlines()[0], 256) if error.strip() else ""
+
+
 def _status(old: ExperimentStatus, stages: list[StageStatus], spec: ExperimentSpec, nodes: list[StageNode],
             now: datetime) -> ExperimentStatus:
     phase = _phase(stages, spec, old.start_time is not None)
     running = [s.name for s in stages if s.state == "Running"] or [s.name for s in stages if s.state == "Waiting"]
     failed = [s for s in stages if s.state == "Failed"]
-    message = f"stage {failed[0].name} failed: {failed[0].message}" if failed else ""
+    message = f"stage {failed[0].name} failed: {_headline(failed[0].message)}" if failed else ""
     if not message and phase != "Succeeded":
         blocked = (s for s in stages if s.state == "Waiting" or (s.state == "Running" and s.reason))
         message = next((f"{s.name}: {s.message}" for s in blocked), "")

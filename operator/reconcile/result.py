@@ -2,7 +2,8 @@
 
 Summary fields by stage (see termination.py): sample {questions, samples, correct, wrong,
 unparseable}, credit {negatives, pits, rollouts, generated_tokens}, pairs {rft, step_pairs,
-outcome_pairs}, evaluate {policy, pass1, pass1_ci_low, pass1_ci_high, passk, k, questions}.
+outcome_pairs}, evaluate {policy, questions, k, pass_at_1, pass_at_1_ci95: [low, high], pass_at_k}
+(the keys `negrl evaluate` writes: sampler/stages/evaluate.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from negrl_operator.api.artifact import merge_summaries
 from negrl_operator.api.status import ExperimentResults, PolicyResult, ResultCounts, StageStatus
+from negrl_operator.api.termination import shorten
 from negrl_operator.reconcile.observation import PodReport, parse_summary
 
 MERGED_KINDS = ("sample", "credit")  # shards of these add up; other stages report from pod 0
@@ -38,12 +40,12 @@ def job_summary(kind: str, pods: list[PodReport], completions: int) -> tuple[dic
 
 
 def failure_message(pods: list[PodReport], fallback: str) -> str:
-    """The termination message of the last failed pod (a kubelet sets it: the stage's error line)."""
+    """The error of the last failed pod's termination message (its head and a bounded tail)."""
     failed = sorted((p for p in pods if p.phase == "Failed"), key=lambda p: p.finished_at or "")
     for pod in reversed(failed):
         if pod.message and pod.message.strip():
             summary = parse_summary(pod.message) or {}
-            return str(summary.get("error") or summary.get("message") or pod.message.strip())[-1024:]
+            return shorten(str(summary.get("error") or summary.get("message") or pod.message))
     return fallback or "the Job failed"
 
 
@@ -53,9 +55,11 @@ def _number(value: Any) -> float | None:
 
 def policy_result(policy: str, summary: dict[str, Any]) -> PolicyResult:
     k, questions = _number(summary.get("k")), _number(summary.get("questions"))
+    interval = summary.get("pass_at_1_ci95")
+    low, high = interval if isinstance(interval, list) and len(interval) == 2 else (None, None)
     return PolicyResult(
-        policy=policy, accuracy=_number(summary.get("pass1")), accuracy_ci_low=_number(summary.get("pass1_ci_low")),
-        accuracy_ci_high=_number(summary.get("pass1_ci_high")), pass_k=_number(summary.get("passk")),
+        policy=policy, accuracy=_number(summary.get("pass_at_1")), accuracy_ci_low=_number(low),
+        accuracy_ci_high=_number(high), pass_k=_number(summary.get("pass_at_k")),
         k=int(k) if k is not None else None, questions=int(questions) if questions is not None else None,
     )
 

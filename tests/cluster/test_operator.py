@@ -24,6 +24,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from negrl_sampler.stages.evaluate import evaluation_figures
 from tests.fixtures.cluster import free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,9 +40,12 @@ def summary_for(stage: str) -> dict:
     """A realistic one-line summary, as each stage command prints it (per shard for sharded stages)."""
     if stage.startswith("eval-"):
         policy = stage.removeprefix("eval-")
-        pass1 = ACCURACY.get(policy, 0.3)
-        return {"stage": "evaluate", "policy": policy, "pass1": pass1, "pass1_ci_low": round(pass1 - 0.025, 3),
-                "pass1_ci_high": round(pass1 + 0.025, 3), "passk": round(pass1 + 0.21, 3), "k": 4, "questions": 1319}
+        # the keys and figures `negrl evaluate` itself writes (same functions), for 100 questions
+        correct = round(ACCURACY.get(policy, 0.3) * 100)
+        counts = {"questions": 100, "greedy_correct": correct, "greedy_unparseable": 2,
+                  "pass_at_k_correct": correct + 21, "sampled_correct": 4 * correct, "samples": 400}
+        return {"stage": "evaluate", "shard": "0/1", "policy": policy, **counts, **evaluation_figures(counts, 4),
+                "complete": True, "request_errors": 0}
     return {
         "prepare": {"stage": "prepare", "train": 4000, "test": 1319},
         "sample": {"stage": "sample", "questions": 1000, "samples": 8000, "correct": 3100, "wrong": 4700,

@@ -61,3 +61,27 @@ def test_base_image_is_pinned():
 def test_every_stage_kind_is_a_negrl_subcommand():
     # the operator's Jobs run `negrl <node kind>` in the worker image
     assert set(NodeKind.__args__) <= set(SUBCOMMANDS)
+
+
+def test_packaged_modules_match_the_folders():
+    # the images install the project non-editable (`pip install .`): a listed package that does not
+    # exist fails the build, and an unlisted one is missing from the image
+    import tomllib
+
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    roots = setuptools["package-dir"]
+    folders = {
+        ".".join([package, *path.parent.relative_to(REPO / folder).parts])
+        for package, folder in roots.items() for path in (REPO / folder).rglob("__init__.py")
+    }
+    assert set(setuptools["packages"]) == folders
+
+
+@pytest.mark.parametrize("target", ["operator", "worker", "sampler-cpu"])
+def test_no_source_folder_is_left_in_the_working_directory(target):
+    # `python -m` puts the working directory first on sys.path: an `operator/` folder there breaks
+    # the standard library for torchrun's workers and for vLLM
+    instructions = stages()[target]
+    copied = [rest.split()[-1].rstrip("/") for key, rest in instructions if key == "COPY" and rest.split()[0].endswith("/")]
+    removed = " ".join(rest for key, rest in instructions if key == "RUN" and "rm -rf" in rest)
+    assert all(f" {folder}" in removed for folder in copied), (copied, removed)

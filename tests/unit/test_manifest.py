@@ -106,19 +106,24 @@ def test_every_child_is_owned_labelled_and_hashed():
         assert meta["annotations"][HASH_ANNOTATION] == with_hash(manifest)["metadata"]["annotations"][HASH_ANNOTATION]
 
 
-def test_pods_without_gpus_are_restricted_and_gpu_pods_get_their_gpus():
+def test_job_pods_trainers_included_are_restricted_with_a_writable_home():
     for manifest in all_children():
         pod = pod_spec(manifest)
         if pod is None:
             continue
         if gpus(pod):
             assert {v["name"] for v in pod["volumes"]} >= {"dshm", "storage"}
+        if manifest["kind"] == "Deployment":  # the upstream vLLM image runs as is
             continue
         assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["seccompProfile"]
+        assert pod["securityContext"]["runAsUser"] == 1000
         for container in pod["containers"]:
             context = container["securityContext"]
             assert context["allowPrivilegeEscalation"] is False and context["capabilities"] == {"drop": ["ALL"]}
             assert context["readOnlyRootFilesystem"] is True
+            assert {"name": "HOME", "value": "/tmp"} in container["env"]
+            assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert any(m["kind"] == "Job" and gpus(pod_spec(m)) for m in all_children())  # trainers were checked
 
 
 def test_gpu_counts_follow_the_spec():
@@ -143,7 +148,8 @@ def test_vllm_serves_the_policy_with_prefix_caching_and_health_probes():
     deployment, service = CASES["sampler-base"]()
     container = pod_spec(deployment)["containers"][0]
     args = container["args"]
-    assert args[0] == "Qwen/Qwen2.5-Math-1.5B" and "--enable-prefix-caching" in args
+    assert container["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+    assert args[:2] == ["--model", "Qwen/Qwen2.5-Math-1.5B"] and "--enable-prefix-caching" in args
     assert args[args.index("--served-model-name") + 1] == "base" and args[args.index("--revision") + 1] == "main"
     assert args[args.index("--tensor-parallel-size") + 1] == "2" and args[-2:] == ["--dtype", "bfloat16"]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -153,6 +159,20 @@ def test_vllm_serves_the_policy_with_prefix_caching_and_health_probes():
     assert token["valueFrom"]["secretKeyRef"] == {"name": "hf", "key": "token"}
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     assert server_ref(OWNER, "base").base_url == "http://gsm8k-sampler-base.team-a.svc:8000/v1"
+
+
+def test_cpu_sampler_requests_no_gpu_and_runs_the_cpu_build_offline():
+    spec = ExperimentSpec.model_validate(spec_with(data__syntheticSize=1000, sampler={"gpus": 0, "cpuKvCacheGb": 2}))
+    deployment = sampler_deployment(OWNER, spec, "sft", "/data/experiments/team-a/gsm8k/sft/model", 1)
+    container = pod_spec(deployment)["containers"][0]
+    assert gpus(pod_spec(deployment)) == 0 and "nvidia.com/gpu" not in json.dumps(container["resources"])
+    args, env = container["args"], {e["name"]: e.get("value") for e in container["env"]}
+    assert args[args.index("--dtype") + 1] == "float32" and "--no-enable-chunked-prefill" in args
+    assert "--gpu-memory-utilization" not in args
+    assert (env["VLLM_CPU_KVCACHE_SPACE"], env["HF_HUB_OFFLINE"], env["VLLM_NO_USAGE_STATS"]) == ("2", "1", "1")
+    # a GPU sampler of a hub model: online, no CPU settings
+    gpu = {e["name"] for e in pod_spec(CASES["sampler-base"]()[0])["containers"][0]["env"]}
+    assert not gpu & {"HF_HUB_OFFLINE", "VLLM_CPU_KVCACHE_SPACE"}
 
 
 def test_rollout_jobs_shard_by_completion_index():

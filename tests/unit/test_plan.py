@@ -97,8 +97,9 @@ class Cluster:
         if stage.startswith("eval-"):
             policy = stage.removeprefix("eval-")
             accuracy = self.evaluations.get(policy, 0.3)
-            return {"stage": "evaluate", "policy": policy, "pass1": accuracy, "pass1_ci_low": accuracy - 0.02,
-                    "pass1_ci_high": accuracy + 0.02, "passk": accuracy + 0.2, "k": 4, "questions": 100}
+            return {"stage": "evaluate", "policy": policy, "pass_at_1": accuracy,
+                    "pass_at_1_ci95": [accuracy - 0.02, accuracy + 0.02], "pass_at_k": accuracy + 0.2, "k": 4,
+                    "questions": 100}
         kind = self.objects[("ConfigMap", f"exp-config-{stage}")]["data"]["stage.json"]
         return SUMMARIES[json.loads(kind)["kind"]]
 
@@ -216,6 +217,20 @@ def test_shard_summaries_add_up():
     assert run.status.results.counts.positives == 800
 
 
+def test_long_failure_keeps_its_head_in_the_stage_and_one_line_in_the_experiment():
+    run = Run()
+    run.step()
+    error = "CalledProcessError: Command 'c++ " + "-I/usr/include/x " * 400 + "' failed\nexit status 1"
+    run.cluster.fail_pod("exp-data-prepare", json.dumps({"stage": "prepare", "error": error}))
+    run.cluster.fail_job("exp-data-prepare")
+    run.step()
+    stage = run.status.stage_named("prepare").message
+    assert stage.startswith("CalledProcessError: Command 'c++ -I") and stage.endswith("exit status 1")
+    assert len(stage) <= 1024
+    assert run.status.message.startswith("stage prepare failed: CalledProcessError: Command")
+    assert "\n" not in run.status.message and len(run.status.message) <= 300
+
+
 def test_failed_pod_makes_the_experiment_degraded():
     run = Run()
     run.step()
@@ -238,6 +253,9 @@ def test_failed_job_fails_the_experiment_with_its_message():
     assert condition(run.status, "Degraded") == ("True", "StageFailed")
     assert condition(run.status, "Ready") == ("False", "Failed")
     assert condition(run.status, "Progressing") == ("False", "Failed")
+    # the error is said once among the conditions (Degraded); Ready and Progressing point there
+    said = [c.type for c in run.status.conditions if "sampler unreachable" in c.message]
+    assert said == ["Degraded"] and run.status.condition("Ready").message == "stage sample failed (see Degraded)"
     assert ("Deployment", "exp-sampler-sft") in [(r.kind, r.name) for r in result.delete]
     assert ("Job", "exp-eval-sft") in [(r.kind, r.name) for r in result.delete]  # still active: stopped
     assert reasons(result) == ["StageFailed", "Failed"] and result.apply == []

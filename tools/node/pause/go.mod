@@ -1,0 +1,3 @@
+module negrl/tools/node/pause
+
+go 1.26.0
