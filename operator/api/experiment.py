@@ -203,6 +203,11 @@ class SamplerSpec(Strict):
     extra_args: list[str] = Field(default_factory=list, description="More `vllm serve` arguments, appended as given.")
     shm_size: str = Field("8Gi", description="Size of the in-memory /dev/shm volume.")
     startup_timeout_s: int = Field(1800, ge=60, le=86400, description="Time allowed to load the model.")
+    client_wait_s: int = Field(
+        600, ge=10, le=86400,
+        description="How long a stage waits for its sampler's /health while the sampler is down (a restart, a "
+        "rolling update, a resume) before the stage fails; requests are resent once it is back.",
+    )
     resources: ResourceSpec = Field(default_factory=ResourceSpec, description="CPU and memory of each replica.")
     local_backend: Literal["auto", "vllm", "transformers"] = Field(
         "auto", description="`negrl run` only: serve policies with a local vLLM server, with transformers "

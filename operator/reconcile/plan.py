@@ -139,7 +139,7 @@ def _start(owner: Owner, spec: ExperimentSpec, nodes: list[StageNode], stages: l
             waiting = f"waiting for sampler {sampler_name(owner.name, node.serves)} to be ready"
             updated.append(stage.model_copy(update={"state": "Waiting", "message": waiting}))
         else:
-            server = server_ref(owner, node.serves) if node.serves else None
+            server = server_ref(owner, node.serves, spec.sampler.client_wait_s) if node.serves else None
             config = stage_config(spec, node, root, server, experiment=owner.name, metrics_port=METRICS_PORT)
             result.apply += stage_children(owner, spec, node, config)
             updated.append(stage.model_copy(update={"state": "Running", "message": "",

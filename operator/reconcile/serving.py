@@ -29,9 +29,9 @@ def sampler_name(owner: str, policy: str) -> str:
     return child_name(owner, "sampler", policy)
 
 
-def server_ref(owner: Owner, policy: str) -> ServerRef:
+def server_ref(owner: Owner, policy: str, health_wait_s: float = 600.0) -> ServerRef:
     host = f"{sampler_name(owner.name, policy)}.{owner.namespace}.svc"
-    return ServerRef(base_url=f"http://{host}:{PORT}/v1", model=policy)
+    return ServerRef(base_url=f"http://{host}:{PORT}/v1", model=policy, health_wait_s=health_wait_s)
 
 
 def vllm_args(spec: ExperimentSpec, policy: str, model_path: str) -> list[str]:

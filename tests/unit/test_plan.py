@@ -193,6 +193,7 @@ def test_stages_that_sample_wait_for_their_sampler():
     assert ("Job", "exp-rollout-sample") in applied(result) and ("Job", "exp-eval-sft") in applied(result)
     config = json.loads(run.cluster.objects[("ConfigMap", "exp-config-sample")]["data"]["stage.json"])
     assert config["server"]["baseUrl"] == "http://exp-sampler-sft.team.svc:8000/v1"
+    assert config["server"]["healthWaitS"] == 600.0  # sampler.clientWaitS: rides out a sampler restart
 
 
 def test_completed_job_waits_briefly_for_its_summary():
