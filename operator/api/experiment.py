@@ -130,6 +130,9 @@ class DataSpec(Strict):
 
 class TrainStageSpec(Strict):
     enabled: bool = Field(True, description="Run this stage (disabled stages and what only they feed are left out).")
+    active_deadline_seconds: int | None = Field(
+        None, ge=1, description="Job activeDeadlineSeconds: the stage fails when its Job runs longer (unset: no limit).",
+    )
     params: TrainParams = Field(default_factory=TrainParams, description="Training hyperparameters.")
 
 
@@ -139,16 +142,25 @@ class RftStageSpec(TrainStageSpec):
 
 class SamplingStageSpec(Strict):
     enabled: bool = Field(True, description="Sample the SFT policy (needed by RFT, credit and both DPO stages).")
+    active_deadline_seconds: int | None = Field(
+        None, ge=1, description="Job activeDeadlineSeconds: the stage fails when its Job runs longer (unset: no limit).",
+    )
     params: SamplingParams = Field(default_factory=SamplingParams, description="Sampling hyperparameters.")
 
 
 class CreditStageSpec(Strict):
     enabled: bool = Field(True, description="Monte-Carlo per-step credit on the negatives (finds the first pits).")
+    active_deadline_seconds: int | None = Field(
+        None, ge=1, description="Job activeDeadlineSeconds: the stage fails when its Job runs longer (unset: no limit).",
+    )
     params: CreditParams = Field(default_factory=CreditParams, description="Credit-assignment hyperparameters.")
 
 
 class EvalStageSpec(Strict):
     enabled: bool = Field(True, description="Evaluate every produced policy on the test split.")
+    active_deadline_seconds: int | None = Field(
+        None, ge=1, description="Job activeDeadlineSeconds: the stage fails when its Job runs longer (unset: no limit).",
+    )
     max_questions: int | None = Field(None, ge=1, description="Use only the first N test questions.")
     params: EvalParams = Field(default_factory=EvalParams, description="Evaluation hyperparameters.")
 
@@ -301,6 +313,18 @@ class ExperimentSpec(Checked):
     )
     sweep: SweepSpec = Field(default_factory=SweepSpec, description="|D_syn| sweep of the SFT baseline.")
     suspend: bool = Field(False, description="Scale samplers to zero, suspend running Jobs and start none.")
+    failure_policy: Literal["FailFast", "Continue"] = Field(
+        "FailFast",
+        description="FailFast: the first failed stage fails the experiment. Continue: stages that do not depend on "
+        "a failed stage (e.g. other seeds' branches) go on; the experiment ends Degraded (some policy evaluated) or "
+        "Failed, naming the failed stages.",
+    )
+    retry: int = Field(
+        0, ge=0,
+        description="Raise it (e.g. kubectl patch --type merge -p '{\"spec\":{\"retry\":1}}') to rerun the failed "
+        "stages: their Jobs are deleted and created again, finished stages are kept; also reopens a Failed or "
+        "Degraded experiment.",
+    )
 
     rules: ClassVar[tuple[CrossFieldRule, ...]] = (
         CrossFieldRule(

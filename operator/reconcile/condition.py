@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from negrl_operator.api.status import Condition, ExperimentStatus, StageStatus
 
 RETRY_PREFIX = "retrying after"
+RETRY_REQUESTED = "retry requested"  # spec.retry reset a failed stage
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,9 @@ def _condition(kind: str, true: bool, reason: str, message: str, generation: int
 def conditions(status: ExperimentStatus, old: ExperimentStatus, generation: int, now: str) -> list[Condition]:
     phase, message = status.phase, status.message
     retrying = [s for s in status.stages if s.state == "Running" and s.message.startswith(RETRY_PREFIX)]
-    degraded_reason = "StageFailed" if phase == "Failed" else ("PodFailed" if retrying else "AsExpected")
-    degraded_message = message if phase == "Failed" else "; ".join(f"{s.name}: {s.message}" for s in retrying)
+    failed = any(s.state == "Failed" for s in status.stages)  # failurePolicy Continue: before the end too
+    degraded_reason = "StageFailed" if failed else ("PodFailed" if retrying else "AsExpected")
+    degraded_message = message if failed else "; ".join(f"{s.name}: {s.message}" for s in retrying)
     progressing_reason = {"Pending": "Waiting", "Running": "StagesRunning"}.get(phase, phase)
     progressing_message = f"running: {status.stage}" if status.stage and phase == "Running" else message
     return [
@@ -64,6 +66,7 @@ def _stage_event(old: StageStatus | None, new: StageStatus) -> EventRecord | Non
 
 PHASE_EVENTS = {
     "Succeeded": ("Normal", "Succeeded"), "Failed": ("Warning", "Failed"), "Suspended": ("Normal", "Suspended"),
+    "Degraded": ("Warning", "Degraded"),
 }
 
 
@@ -79,4 +82,6 @@ def events(old: ExperimentStatus, new: ExperimentStatus) -> list[EventRecord]:
             result.append(EventRecord(kind, reason, f"experiment {new.phase.lower()}: {text}"))
         elif old.phase == "Suspended":
             result.append(EventRecord("Normal", "Resumed", "experiment resumed"))
+        elif old.phase in ("Failed", "Degraded"):
+            result.append(EventRecord("Normal", "Retrying", f"experiment reopened for retry {new.retry}"))
     return result

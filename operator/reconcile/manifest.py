@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from negrl_operator.api.exit_code import CONFIG_ERROR
 from negrl_operator.api.experiment import API_VERSION, KIND, ExperimentSpec, SchedulingSpec
 from negrl_operator.api.stage_config import STAGE_CONFIG_PATH, StageBase
 from negrl_operator.reconcile.graph import StageNode
@@ -33,6 +34,9 @@ QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 METRICS_PORT = 9090
 MASTER_PORT = 29500
 STORAGE_VOLUME, CONFIG_VOLUME = "storage", "stage-config"
+# The stage spec whose activeDeadlineSeconds applies to each role (data-only roles have none).
+DEADLINE_OF = {"sft": "sft", "rft": "rft", "step-dpo": "step_dpo", "outcome-dpo": "outcome_dpo",
+               "sample": "sampling", "credit": "credit", "eval": "eval"}
 
 
 @dataclass(frozen=True)
@@ -163,17 +167,38 @@ def pod_metadata(pod_labels: dict[str, str], spec: SchedulingSpec) -> dict:
     return meta
 
 
-def _job(owner: Owner, node: StageNode, name: str, pod: dict, count: int, backoff: int, placement: SchedulingSpec
-         ) -> dict:
+def pod_failure_policy(container: str) -> dict:
+    """A drained, preempted or evicted pod (DisruptionTarget) is not a failure: it is recreated
+    without spending the backoff limit. An invalid config (exit CONFIG_ERROR) fails the Job at once:
+    no retry can fix it."""
+    return {"rules": [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        {"action": "FailJob", "onExitCodes": {"containerName": container, "operator": "In", "values": [CONFIG_ERROR]}},
+    ]}
+
+
+def active_deadline(spec: ExperimentSpec, node: StageNode) -> int | None:
+    stage = DEADLINE_OF.get(node.role)
+    return getattr(spec.stages, stage).active_deadline_seconds if stage else None
+
+
+def _job(owner: Owner, spec: ExperimentSpec, node: StageNode, name: str, pod: dict, count: int, backoff: int,
+         placement: SchedulingSpec, per_index: bool = False) -> dict:
+    """An Indexed Job. `per_index`: each shard has its own backoff limit (one flaky shard does not
+    spend the others' retries) and the Job fails as soon as one shard has spent its own."""
     pod_labels = labels(owner, COMPONENT[node.kind], node.name)
+    limits = {"backoffLimitPerIndex": backoff, "maxFailedIndexes": 0} if per_index else {"backoffLimit": backoff}
+    job_spec = {
+        "completionMode": "Indexed", "completions": count, "parallelism": count, **limits,
+        "podFailurePolicy": pod_failure_policy(pod["containers"][0]["name"]),
+        "template": {"metadata": pod_metadata(pod_labels, placement),
+                     "spec": {"restartPolicy": "Never", **pod, **scheduling(placement)}},
+    }
+    if (deadline := active_deadline(spec, node)) is not None:
+        job_spec["activeDeadlineSeconds"] = deadline
     return with_hash({
         "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": metadata(owner, name, {**pod_labels, **queue_labels(placement)}),
-        "spec": {
-            "completionMode": "Indexed", "completions": count, "parallelism": count, "backoffLimit": backoff,
-            "template": {"metadata": pod_metadata(pod_labels, placement),
-                         "spec": {"restartPolicy": "Never", **pod, **scheduling(placement)}},
-        },
+        "metadata": metadata(owner, name, {**pod_labels, **queue_labels(placement)}), "spec": job_spec,
     })
 
 
@@ -200,7 +225,8 @@ def stage_job(owner: Owner, spec: ExperimentSpec, node: StageNode) -> dict:
         "containers": [container], "securityContext": restricted_pod(spec.worker.run_as_user),
         "volumes": _volumes(spec, owner, node) + [{"name": "tmp", "emptyDir": {}}],
     }
-    return _job(owner, node, job_name(owner.name, node), pod, shards, spec.worker.backoff_limit, spec.scheduling.worker)
+    return _job(owner, spec, node, job_name(owner.name, node), pod, shards, spec.worker.backoff_limit,
+                spec.scheduling.worker, per_index=node.kind in SHARDED_KINDS)
 
 
 def _mounts(spec: ExperimentSpec) -> list[dict]:
@@ -249,7 +275,7 @@ def trainer_job(owner: Owner, spec: ExperimentSpec, node: StageNode) -> dict:
     }
     if trainer.nodes > 1:
         pod["subdomain"] = service
-    return _job(owner, node, name, pod, trainer.nodes, trainer.backoff_limit, spec.scheduling.trainer)
+    return _job(owner, spec, node, name, pod, trainer.nodes, trainer.backoff_limit, spec.scheduling.trainer)
 
 
 def trainer_service(owner: Owner, node: StageNode) -> dict:

@@ -10,8 +10,13 @@ Rules:
   the samplers, which are re-applied whenever their rendering changes).
 - A sampler exists exactly while some runnable stage samples its policy; others are deleted.
 - `suspend`: samplers scale to zero, running Jobs are suspended, no Job is created.
-- Succeeded and Failed are terminal: no child is created again; samplers and still-active Jobs are
-  deleted.
+- Succeeded, Failed and Degraded are terminal: no child is created again; samplers and still-active
+  Jobs are deleted.
+- `failurePolicy: FailFast`: a failed stage fails the experiment. `Continue`: stages that need no
+  failed stage (directly or not) go on; at the end the experiment is Degraded if some policy was
+  evaluated, else Failed; the failed and the skipped stages are named in its message.
+- `spec.retry` above `status.retry`: failed stages go back to Pending (a terminal experiment
+  reopens); each failed Job is deleted, and its stage starts again once the Job is gone.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from negrl_operator.api.status import (
     parse_time,
     rfc3339,
 )
-from negrl_operator.reconcile.condition import RETRY_PREFIX, EventRecord, conditions, events
+from negrl_operator.reconcile.condition import RETRY_PREFIX, RETRY_REQUESTED, EventRecord, conditions, events
 from negrl_operator.reconcile.graph import (
     StageNode,
     policies_to_serve,
@@ -66,26 +71,31 @@ class Plan:
 def plan(owner: Owner, generation: int, spec: ExperimentSpec, status: ExperimentStatus, observed: Observed,
          now: datetime) -> Plan:
     nodes, root = stage_graph(spec), experiment_root(spec, owner.namespace, owner.name)
+    recorded = status
+    if spec.retry > status.retry:
+        status = _reopen(status, spec.retry)
     if status.phase in TERMINAL_PHASES:
         return _finish(owner, generation, status, status, observed, now)
     result = Plan()
     stages = [_observe(node, status.stage_named(node.name), observed, owner, root, now, result) for node in nodes]
     done = {stage.name for stage in stages if stage.state == "Succeeded"}
-    serve = policies_to_serve(nodes, done)
-    if not any(stage.state == "Failed" for stage in stages) and len(done) < len(nodes):
+    failed = {stage.name for stage in stages if stage.state == "Failed"}
+    blocked = _blocked(nodes, failed)
+    serve = policies_to_serve([node for node in nodes if node.name not in failed], done)
+    if (not failed or spec.failure_policy == "Continue") and len(done) < len(nodes):
         stages = _start(owner, spec, nodes, stages, done, serve, observed, root, now, result)
         _reconcile_samplers(owner, spec, serve, observed, root, result)
         result.suspend = {
             job.name: spec.suspend for job in observed.jobs.values()
             if not (job.complete or job.failed) and job.suspended != spec.suspend
         }
-    new = _status(status, stages, spec, nodes, now)
+    new = _status(status, stages, spec, nodes, now, blocked)
     names = {node.name for node in nodes}
     result.delete += [ChildRef("Job", job.name) for job in observed.jobs.values() if job.stage not in names]
     if new.phase in TERMINAL_PHASES:
         return _finish(owner, generation, status, new, observed, now)
     result.status = _with_conditions(new, status, generation, now)
-    result.events = events(status, result.status)
+    result.events = events(recorded, result.status)
     return result
 
 
@@ -99,6 +109,9 @@ def _observe(node: StageNode, recorded: StageStatus | None, observed: Observed, 
     job = observed.jobs.get(name)
     if job is None:
         return stage.model_copy(update={"state": "Pending"})
+    if job.failed and stage.message.startswith(RETRY_REQUESTED):
+        result.delete.append(ChildRef("Job", name))  # the stage starts again once this Job is gone
+        return stage.model_copy(update={"state": "Waiting", "message": f"{RETRY_REQUESTED}: deleting failed Job {name}"})
     pods = observed.pods_of(name)
     if job.complete:
         return _completed(stage, node, job, observed, now, result)
@@ -174,10 +187,33 @@ def _hash(manifest: dict) -> str:
     return manifest["metadata"]["annotations"]["negrl.io/spec-hash"]
 
 
-def _phase(stages: list[StageStatus], spec: ExperimentSpec, started: bool) -> Phase:
+def _reopen(status: ExperimentStatus, retry: int) -> ExperimentStatus:
+    """spec.retry was raised: failed stages go back to Pending; a terminal experiment runs again."""
+    stages = [stage.model_copy(update={"state": "Pending", "message": f"{RETRY_REQUESTED} ({retry})",
+                                       "finish_time": None})
+              if stage.state == "Failed" else stage for stage in status.stages]
+    phase = "Running" if status.phase in TERMINAL_PHASES else status.phase
+    return status.model_copy(update={"stages": stages, "retry": retry, "phase": phase, "finish_time": None})
+
+
+def _blocked(nodes: list[StageNode], failed: set[str]) -> set[str]:
+    """Stages that need a failed stage, directly or through others (nodes come dependencies first)."""
+    blocked: set[str] = set()
+    for node in nodes:
+        if any(need in failed or need in blocked for need in node.needs):
+            blocked.add(node.name)
+    return blocked
+
+
+def _phase(stages: list[StageStatus], spec: ExperimentSpec, started: bool, blocked: set[str]) -> Phase:
     if any(stage.state == "Failed" for stage in stages):
-        return "Failed"
-    if all(stage.state == "Succeeded" for stage in stages):
+        if spec.failure_policy == "FailFast":
+            return "Failed"
+        if not any(s.state in ("Running", "Waiting") or (s.state == "Pending" and s.name not in blocked)
+                   for s in stages):
+            evaluated = any(s.kind == "evaluate" and s.state == "Succeeded" for s in stages)
+            return "Degraded" if evaluated else "Failed"
+    elif all(stage.state == "Succeeded" for stage in stages):
         return "Succeeded"
     if spec.suspend:
         return "Suspended"
@@ -185,20 +221,31 @@ def _phase(stages: list[StageStatus], spec: ExperimentSpec, started: bool) -> Ph
 
 
 def _status(old: ExperimentStatus, stages: list[StageStatus], spec: ExperimentSpec, nodes: list[StageNode],
-            now: datetime) -> ExperimentStatus:
-    phase = _phase(stages, spec, old.start_time is not None)
+            now: datetime, blocked: set[str]) -> ExperimentStatus:
+    phase = _phase(stages, spec, old.start_time is not None, blocked)
     running = [s.name for s in stages if s.state == "Running"] or [s.name for s in stages if s.state == "Waiting"]
     failed = [s for s in stages if s.state == "Failed"]
-    message = f"stage {failed[0].name} failed: {failed[0].message}" if failed else ""
+    message = _failure_message(failed, stages, blocked, spec.failure_policy == "Continue") if failed else ""
     if not message and phase != "Succeeded":
         message = next((f"{s.name}: {s.message}" for s in stages if s.state == "Waiting"), "")
     policy_of = {node.name: node.serves for node in nodes if node.kind == "evaluate"}
+    shown = failed if phase in TERMINAL_PHASES or not running else []
     return old.model_copy(update={
-        "phase": phase, "stage": ",".join(s.name for s in failed) if failed else ",".join(running),
+        "phase": phase, "stage": ",".join(s.name for s in shown) if shown else ",".join(running),
         "message": message, "stages": stages, "results": results(stages, policy_of),
-        "start_time": old.start_time or (rfc3339(now) if phase in ("Running", "Failed", "Succeeded") else None),
+        "start_time": old.start_time or (rfc3339(now) if phase in ("Running", *TERMINAL_PHASES) else None),
         "finish_time": (old.finish_time or rfc3339(now)) if phase in TERMINAL_PHASES else None,
     })
+
+
+def _failure_message(failed: list[StageStatus], stages: list[StageStatus], blocked: set[str], named: bool) -> str:
+    """The first failure's message; with failurePolicy Continue also every failed and skipped stage."""
+    message = f"stage {failed[0].name} failed: {failed[0].message}"
+    if not named:
+        return message
+    skipped = [s.name for s in stages if s.name in blocked and s.state == "Pending"]
+    names = f"failed: {', '.join(s.name for s in failed)}"
+    return f"{names}; not run (they need a failed stage): {', '.join(skipped) or 'none'}; {message}"
 
 
 def _with_conditions(new: ExperimentStatus, old: ExperimentStatus, generation: int, now: datetime) -> ExperimentStatus:

@@ -191,3 +191,48 @@ def test_hash_ignores_itself_and_tracks_content():
     changed = json.loads(json.dumps(manifest))
     changed["spec"]["ports"][0]["port"] = 9000
     assert with_hash(changed)["metadata"]["annotations"][HASH_ANNOTATION] != content_hash(manifest)
+
+
+def jobs_of(spec: ExperimentSpec) -> dict[str, dict]:
+    found = {}
+    for node in stage_graph(spec):
+        for manifest in children(spec, node.name):
+            if manifest["kind"] == "Job":
+                found[node.name] = manifest
+    return found
+
+
+def test_every_job_ignores_disruptions_and_fails_at_once_on_a_config_error():
+    for name, job in jobs_of(SPEC).items():
+        container = pod_spec(job)["containers"][0]["name"]
+        ignore, fail = job["spec"]["podFailurePolicy"]["rules"]
+        assert ignore == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+        assert fail == {"action": "FailJob",
+                        "onExitCodes": {"containerName": container, "operator": "In", "values": [3]}}, name
+        assert pod_spec(job)["restartPolicy"] == "Never"  # what podFailurePolicy requires
+
+
+def test_sharded_stages_have_a_backoff_limit_per_index_and_others_one_per_job():
+    jobs = jobs_of(SPEC)
+    for name in ("sample", "credit"):
+        spec = jobs[name]["spec"]
+        assert (spec["backoffLimitPerIndex"], spec["maxFailedIndexes"], spec["completions"]) == (2, 0, 4)
+        assert "backoffLimit" not in spec
+    for name in ("prepare", "rft-data", "eval-sft"):
+        assert jobs[name]["spec"]["backoffLimit"] == 2 and "backoffLimitPerIndex" not in jobs[name]["spec"]
+    assert jobs["sft"]["spec"]["backoffLimit"] == 1  # trainer.backoffLimit: the group fails or restarts whole
+
+
+def test_active_deadline_comes_from_each_stage_spec():
+    spec = ExperimentSpec.model_validate(spec_with(
+        stages={"sft": {"activeDeadlineSeconds": 7200}, "sampling": {"activeDeadlineSeconds": 600},
+                "credit": {"activeDeadlineSeconds": 900}, "stepDpo": {"activeDeadlineSeconds": 3600},
+                "eval": {"activeDeadlineSeconds": 300}},
+        sweep={"sftMultipliers": [2]}, data__syntheticSize=100,
+    ))
+    deadlines = {name: job["spec"].get("activeDeadlineSeconds") for name, job in jobs_of(spec).items()}
+    assert deadlines == {
+        "prepare": None, "sft": 7200, "sft-x2": 7200, "sample": 600, "rft-data": None, "rft": None,
+        "outcome-dpo": None, "credit": 900, "step-pairs": None, "step-dpo": 3600,
+        "eval-sft": 300, "eval-sft-x2": 300, "eval-rft": 300, "eval-outcome-dpo": 300, "eval-step-dpo": 300,
+    }

@@ -258,6 +258,77 @@ def test_terminal_states_never_recreate_children():
     assert run.status.conditions[0].observed_generation == run.generation
 
 
+def test_fail_fast_stops_every_branch():
+    run = Run(seeds=[0, 1])
+    run.until("sft-s1")
+    run.cluster.fail_job("exp-trainer-sft-s1")
+    result = run.step()
+    assert run.status.phase == "Failed" and run.state("sft-s0") == "Running"
+    assert ("Job", "exp-trainer-sft-s0") in [(r.kind, r.name) for r in result.delete]  # the other seed stops too
+
+
+def test_continue_lets_independent_branches_finish_and_ends_degraded():
+    run = Run(seeds=[0, 1], failurePolicy="Continue")
+    run.until("sft-s1")
+    run.cluster.fail_pod("exp-trainer-sft-s1", '{"stage":"sft","error":"CUDA error: an illegal memory access"}')
+    run.cluster.fail_job("exp-trainer-sft-s1")
+    run.step()
+    assert (run.status.phase, run.state("sft-s1"), run.state("sft-s0")) == ("Running", "Failed", "Running")
+    assert condition(run.status, "Degraded") == ("True", "StageFailed")
+    for _ in range(40):
+        run.cluster.ready()
+        run.cluster.finish_running()
+        run.step()
+        if run.status.phase != "Running":
+            break
+    skipped = [s.name for s in run.status.stages if s.name.endswith("-s1") and s.name != "sft-s1"]
+    assert run.status.phase == "Degraded"
+    assert all(run.state(name) == "Pending" for name in skipped)  # nothing of seed 1 ran after its SFT
+    assert all(s.state == "Succeeded" for s in run.status.stages if not s.name.endswith("-s1"))
+    assert run.status.stage == "sft-s1"
+    assert run.status.message == (
+        f"failed: sft-s1; not run (they need a failed stage): {', '.join(skipped)}; "
+        "stage sft-s1 failed: CUDA error: an illegal memory access")
+    assert {p.policy for p in run.status.results.policies} == {"sft-s0", "rft-s0", "outcome-dpo-s0", "step-dpo-s0"}
+    assert condition(run.status, "Ready") == ("False", "Degraded")
+    assert reasons(run.last)[-1] == "Degraded"
+    assert not [j for j in run.cluster.jobs() if "-s1" in j and j != "exp-trainer-sft-s1"]
+
+
+def test_continue_ends_failed_when_no_policy_was_evaluated():
+    run = Run(failurePolicy="Continue")
+    run.step()
+    run.cluster.fail_job("exp-data-prepare")
+    run.step()
+    assert run.status.phase == "Failed"  # everything needs prepare
+
+
+def test_retry_reruns_the_failed_stage_and_keeps_finished_ones():
+    run = Run()
+    run.until("sample")
+    sft_finish = run.status.stage_named("sft").finish_time
+    run.cluster.fail_job("exp-rollout-sample")
+    run.step()
+    assert run.status.phase == "Failed"
+    run.spec, run.generation = run.spec.model_copy(update={"retry": 1}), run.generation + 1
+    result = run.step()
+    assert run.status.phase == "Running" and run.status.retry == 1 and run.status.finish_time is None
+    assert run.state("sample") == "Waiting" and run.status.stage_named("sample").message.startswith("retry requested")
+    assert ("Job", "exp-rollout-sample") in [(r.kind, r.name) for r in result.delete]
+    assert "Retrying" in reasons(result)
+    assert ("Deployment", "exp-sampler-sft") in applied(result)  # the sampler comes back for it
+    run.cluster.ready()
+    result = run.step()  # the failed Job is gone and the sampler ready: the stage starts again
+    assert ("Job", "exp-rollout-sample") in applied(result) and run.state("sample") == "Running"
+    assert run.status.stage_named("sft").finish_time == sft_finish  # finished stages are not redone
+    assert run.step().apply == []  # the same retry value does nothing more
+    for _ in range(40):
+        run.cluster.ready()
+        run.cluster.finish_running()
+        run.step()
+    assert run.status.phase == "Succeeded"
+
+
 def test_whole_experiment_succeeds_with_results():
     run = Run()
     run.cluster.evaluations = {"sft": 0.3, "rft": 0.35, "outcome-dpo": 0.33, "step-dpo": 0.41}
@@ -369,7 +440,7 @@ ACTIONS = st.lists(st.sampled_from(["finish", "ready", "fail-pod", "fail-job", "
                    max_size=25)
 TOGGLES = st.fixed_dictionaries({
     "rft": st.booleans(), "outcomeDpo": st.booleans(), "stepDpo": st.booleans(), "shards": st.integers(1, 3),
-    "seeds": st.sampled_from([[0], [0, 1]]),
+    "seeds": st.sampled_from([[0], [0, 1]]), "failurePolicy": st.sampled_from(["FailFast", "Continue"]),
 })
 
 
@@ -393,7 +464,7 @@ def _act(run: Run, action: str) -> None:
 def test_applying_a_plan_then_planning_again_changes_nothing(toggles, actions):
     run = Run(stages={"rft": {"enabled": toggles["rft"]}, "outcomeDpo": {"enabled": toggles["outcomeDpo"]},
                       "stepDpo": {"enabled": toggles["stepDpo"]}},
-              worker={"shards": toggles["shards"]}, seeds=toggles["seeds"])
+              worker={"shards": toggles["shards"]}, seeds=toggles["seeds"], failurePolicy=toggles["failurePolicy"])
     for action in actions:
         _act(run, action)
         run.step()
