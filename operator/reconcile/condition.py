@@ -8,6 +8,7 @@ from negrl_operator.api.status import Condition, ExperimentStatus, StageStatus
 
 RETRY_PREFIX = "retrying after"
 RETRY_REQUESTED = "retry requested"  # spec.retry reset a failed stage
+QUEUED_PREFIX = "queued"  # a Kueue-managed Job not admitted yet
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,9 @@ def conditions(status: ExperimentStatus, old: ExperimentStatus, generation: int,
     degraded_reason = "StageFailed" if failed else ("PodFailed" if retrying else "AsExpected")
     degraded_message = message if failed else "; ".join(f"{s.name}: {s.message}" for s in retrying)
     progressing_reason = {"Pending": "Waiting", "Running": "StagesRunning"}.get(phase, phase)
+    active = [s for s in status.stages if s.state in ("Running", "Waiting")]
+    if phase == "Running" and active and all(s.message.startswith(QUEUED_PREFIX) for s in active):
+        progressing_reason = "Queued"
     progressing_message = f"running: {status.stage}" if status.stage and phase == "Running" else message
     return [
         _condition("Ready", phase == "Succeeded", phase, message, generation, old.condition("Ready"), now),

@@ -23,6 +23,7 @@ from negrl_operator.reconcile.observation import (
     MANAGED_BY_LABEL,
     MANAGER,
     POLICY_LABEL,
+    QUEUE_LABEL,
     STAGE_LABEL,
 )
 
@@ -30,7 +31,6 @@ MAX_NAME = 52  # leaves room for the "-<index>-<random>" suffixes of pod names
 COMPONENT = {"prepare": "data", "train": "trainer", "sample": "rollout", "credit": "rollout",
              "pairs": "rollout", "evaluate": "eval"}
 SHARDED_KINDS = ("sample", "credit")
-QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 METRICS_PORT = 9090
 MASTER_PORT = 29500
 STORAGE_VOLUME, CONFIG_VOLUME = "storage", "stage-config"
@@ -196,6 +196,8 @@ def _job(owner: Owner, spec: ExperimentSpec, node: StageNode, name: str, pod: di
     }
     if (deadline := active_deadline(spec, node)) is not None:
         job_spec["activeDeadlineSeconds"] = deadline
+    if placement.queue_name:
+        job_spec["suspend"] = True  # created suspended, as Kueue expects: Kueue unsuspends it on admission
     return with_hash({
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": metadata(owner, name, {**pod_labels, **queue_labels(placement)}), "spec": job_spec,

@@ -19,6 +19,7 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 MANAGER = "negrl-operator"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class JobState:
     completion_time: str | None = None
     owner_uid: str = ""
     uid: str = ""
+    queue: str = ""  # Kueue LocalQueue: Kueue, not the operator, owns this Job's spec.suspend
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ def job_state(body: dict) -> JobState:
         active=int(status.get("active") or 0), suspended=bool(spec.get("suspend")),
         completions=int(spec.get("completions") or 1),
         completion_time=status.get("completionTime"), owner_uid=_owner_uid(meta), uid=meta.get("uid", ""),
+        queue=(meta.get("labels") or {}).get(QUEUE_LABEL, ""),
     )
 
 

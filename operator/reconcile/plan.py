@@ -10,6 +10,9 @@ Rules:
   the samplers, which are re-applied whenever their rendering changes).
 - A sampler exists exactly while some runnable stage samples its policy; others are deleted.
 - `suspend`: samplers scale to zero, running Jobs are suspended, no Job is created.
+- Kueue: a Job with a LocalQueue is created suspended and its spec.suspend is never touched (Kueue
+  unsuspends it on admission); `suspend` deactivates its Workload instead (Kueue's supported way),
+  and a queued Job's stage waits with a message saying so.
 - Succeeded, Failed and Degraded are terminal: no child is created again; samplers and still-active
   Jobs are deleted.
 - `failurePolicy: FailFast`: a failed stage fails the experiment. `Continue`: stages that need no
@@ -33,7 +36,14 @@ from negrl_operator.api.status import (
     parse_time,
     rfc3339,
 )
-from negrl_operator.reconcile.condition import RETRY_PREFIX, RETRY_REQUESTED, EventRecord, conditions, events
+from negrl_operator.reconcile.condition import (
+    QUEUED_PREFIX,
+    RETRY_PREFIX,
+    RETRY_REQUESTED,
+    EventRecord,
+    conditions,
+    events,
+)
 from negrl_operator.reconcile.graph import (
     StageNode,
     policies_to_serve,
@@ -63,6 +73,8 @@ class Plan:
     apply: list[dict] = field(default_factory=list)  # server-side apply, in order
     delete: list[ChildRef] = field(default_factory=list)
     suspend: dict[str, bool] = field(default_factory=dict)  # Job name -> spec.suspend to set
+    # Kueue-managed Job uid -> whether its Workload should be active (Kueue's way to stop and resume it)
+    workloads_active: dict[str, bool] = field(default_factory=dict)
     status: ExperimentStatus = field(default_factory=ExperimentStatus)
     events: list[EventRecord] = field(default_factory=list)
     requeue_after: float | None = None
@@ -85,10 +97,10 @@ def plan(owner: Owner, generation: int, spec: ExperimentSpec, status: Experiment
     if (not failed or spec.failure_policy == "Continue") and len(done) < len(nodes):
         stages = _start(owner, spec, nodes, stages, done, serve, observed, root, now, result)
         _reconcile_samplers(owner, spec, serve, observed, root, result)
-        result.suspend = {
-            job.name: spec.suspend for job in observed.jobs.values()
-            if not (job.complete or job.failed) and job.suspended != spec.suspend
-        }
+        active = [job for job in observed.jobs.values() if not (job.complete or job.failed)]
+        result.suspend = {job.name: spec.suspend for job in active if not job.queue and job.suspended != spec.suspend}
+        result.workloads_active = {job.uid: not spec.suspend for job in active
+                                   if job.queue and (spec.suspend or job.suspended)}
     new = _status(status, stages, spec, nodes, now, blocked)
     names = {node.name for node in nodes}
     result.delete += [ChildRef("Job", job.name) for job in observed.jobs.values() if job.stage not in names]
@@ -121,6 +133,9 @@ def _observe(node: StageNode, recorded: StageStatus | None, observed: Observed, 
     retry = ""
     if job.failed_pods:
         retry = f"{RETRY_PREFIX} {job.failed_pods} failed pod(s): {failure_message(pods, '')}"
+    elif job.queue and job.suspended:
+        queued = f"{QUEUED_PREFIX} in Kueue LocalQueue {job.queue}: not admitted yet (quota or a free flavor)"
+        return stage.model_copy(update={"state": "Waiting", "message": queued})
     return stage.model_copy(update={"state": "Running", "message": retry, "start_time": stage.start_time or rfc3339(now)})
 
 

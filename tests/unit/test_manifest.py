@@ -236,3 +236,10 @@ def test_active_deadline_comes_from_each_stage_spec():
         "outcome-dpo": None, "credit": 900, "step-pairs": None, "step-dpo": 3600,
         "eval-sft": 300, "eval-sft-x2": 300, "eval-rft": 300, "eval-outcome-dpo": 300, "eval-step-dpo": 300,
     }
+
+
+def test_jobs_of_a_queued_component_are_created_suspended_for_kueue():
+    jobs = jobs_of(SPEC)  # worker queue team-a-cpu, trainer queue team-a
+    assert all(job["spec"]["suspend"] is True for job in jobs.values())
+    unqueued = jobs_of(ExperimentSpec.model_validate(spec_with(data__syntheticSize=100)))
+    assert all("suspend" not in job["spec"] for job in unqueued.values())

@@ -329,6 +329,48 @@ def test_retry_reruns_the_failed_stage_and_keeps_finished_ones():
     assert run.status.phase == "Succeeded"
 
 
+def kueue_run() -> Run:
+    return Run(scheduling={"worker": {"queueName": "cpu"}, "trainer": {"queueName": "gpu"}})
+
+
+def admit(run: Run, job: str) -> None:
+    run.cluster.objects[("Job", job)]["spec"]["suspend"] = False  # what Kueue does on admission
+
+
+def test_kueue_jobs_start_suspended_and_the_operator_never_flips_them():
+    run = kueue_run()
+    result = run.step()
+    job = run.cluster.objects[("Job", "exp-data-prepare")]
+    assert job["spec"]["suspend"] is True and job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "cpu"
+    result = run.step()
+    assert result.suspend == {} and result.workloads_active == {"uid-exp-data-prepare": True}  # no-op if active
+    assert run.state("prepare") == "Waiting"
+    assert run.status.stage_named("prepare").message == (
+        "queued in Kueue LocalQueue cpu: not admitted yet (quota or a free flavor)")
+    assert run.status.message.startswith("prepare: queued in Kueue LocalQueue cpu")
+    assert condition(run.status, "Progressing") == ("True", "Queued")
+    admit(run, "exp-data-prepare")
+    result = run.step()
+    assert run.state("prepare") == "Running" and result.suspend == {} and result.workloads_active == {}
+    assert condition(run.status, "Progressing") == ("True", "StagesRunning")
+
+
+def test_suspend_deactivates_kueue_workloads_instead_of_suspending_jobs():
+    run = kueue_run()
+    run.step()
+    admit(run, "exp-data-prepare")
+    run.step()
+    run.spec, run.generation = run.spec.model_copy(update={"suspend": True}), run.generation + 1
+    result = run.step()
+    assert result.suspend == {} and result.workloads_active == {"uid-exp-data-prepare": False}
+    assert run.status.phase == "Suspended"
+    run.cluster.objects[("Job", "exp-data-prepare")]["spec"]["suspend"] = True  # Kueue evicts it
+    run.spec, run.generation = run.spec.model_copy(update={"suspend": False}), run.generation + 1
+    result = run.step()
+    assert result.suspend == {} and result.workloads_active == {"uid-exp-data-prepare": True}
+    assert run.status.phase == "Running"
+
+
 def test_whole_experiment_succeeds_with_results():
     run = Run()
     run.cluster.evaluations = {"sft": 0.3, "rft": 0.35, "outcome-dpo": 0.33, "step-dpo": 0.41}

@@ -67,4 +67,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+# Kueue: spec.suspend deactivates the Workloads of queued Jobs (Kueue owns those Jobs' suspend).
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads"]
+  verbs: ["get", "list", "patch"]
 {{- end -}}
