@@ -10,6 +10,7 @@ pytest_plugins = [
     "tests.fixtures.vllm_server",
     "tests.fixtures.deepspeed_cpu",
     "tests.fixtures.cluster",
+    "tests.fixtures.kueue",
 ]
 
 TIERS = ("unit", "component", "cluster")

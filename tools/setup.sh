@@ -43,4 +43,7 @@ fi
 
 step "local Kubernetes control plane"
 bash tools/k8s/build.sh || fail "control plane" "tools/k8s/build.sh failed (see its output above)"
+
+step "Kueue and JobSet controllers (cluster tests)"
+bash tools/kueue/build.sh || fail "Kueue and JobSet" "tools/kueue/build.sh failed (see its output above)"
 echo "setup: done"

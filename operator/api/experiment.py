@@ -337,6 +337,15 @@ class ExperimentSpec(Checked):
             "task sequence goes with source kind stargraph (and only with it)", ".data.task",
             lambda s: (s.data.source.kind == "stargraph") == (s.data.task == "sequence"),
         ),
+        # Transition rules (checked on update only): stages that ran or run keep what they read when
+        # they started, so a change to these would silently mix two experiments in one.
+        CrossFieldRule("self.storage == oldSelf.storage",
+                       "storage is immutable: finished stages' artifacts are there; create a new experiment",
+                       ".storage"),
+        CrossFieldRule("self.model == oldSelf.model",
+                       "model is immutable: stages already started from it; create a new experiment", ".model"),
+        CrossFieldRule("self.seeds == oldSelf.seeds",
+                       "seeds are immutable: each seed's branch is named after it; create a new experiment", ".seeds"),
     )
 
     @model_validator(mode="after")

@@ -152,11 +152,19 @@ RESTRICTED_CONTAINER = {
 }
 
 
+# GPU containers: no privilege escalation, no capabilities, the runtime's seccomp profile; the root
+# filesystem stays writable (CUDA, Triton and torch.compile write caches under $HOME).
+GPU_CONTAINER = {
+    "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
 def restricted_pod(user: int) -> dict:
-    """Pod Security `restricted`: for every pod that needs no GPU driver."""
+    """Pod Security `restricted`: for every pod that needs no GPU driver. OnRootMismatch: the volume's
+    ownership is changed only when its root is not already the group's, not on every pod start."""
     return {
         "runAsNonRoot": True, "runAsUser": user, "runAsGroup": user, "fsGroup": user,
-        "seccompProfile": {"type": "RuntimeDefault"},
+        "fsGroupChangePolicy": "OnRootMismatch", "seccompProfile": {"type": "RuntimeDefault"},
     }
 
 
@@ -269,11 +277,12 @@ def trainer_job(owner: Owner, spec: ExperimentSpec, node: StageNode) -> dict:
         "env": [_index_env(), *common_env(spec)],
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT}, {"name": "rendezvous", "containerPort": MASTER_PORT}],
         "resources": resources(trainer.resources, trainer.gpus_per_node),
-        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "terminationMessagePolicy": "FallbackToLogsOnError", "securityContext": GPU_CONTAINER,
         "volumeMounts": _mounts(spec) + [{"name": "dshm", "mountPath": "/dev/shm"}],
     }
     pod = {
         "containers": [container], "volumes": _volumes(spec, owner, node) + [shm_volume(trainer.shm_size)],
+        "securityContext": restricted_pod(spec.worker.run_as_user),  # the worker image's non-root user
     }
     if trainer.nodes > 1:
         pod["subdomain"] = service

@@ -86,3 +86,15 @@ def test_disrupted_pod_is_replaced_without_spending_the_backoff_limit(kube_clust
     (job,) = children(api, namespace, name)["jobs"]
     assert job_condition(job, "Failed") is None and not job.status.failed
     assert phase(experiment(api, namespace, name)) == "Running"
+
+
+def test_fields_running_stages_ignore_cannot_change(kube_cluster, chart, namespace, tmp_path):  # noqa: F811
+    doc = example(namespace, "frozen", suspend=True)
+    kubectl_apply(kube_cluster, doc, tmp_path)
+    patch = ["patch", "nrx", "frozen", "-n", namespace, "--type", "merge", "-p"]
+    for change, message in ((({"storage": {"path": "elsewhere"}}), "storage is immutable"),
+                            ({"model": {"name": "other/model"}}, "model is immutable"),
+                            ({"seeds": [0, 1]}, "seeds are immutable")):
+        result = kube_cluster.kubectl(*patch, json.dumps({"spec": change}), check=False)
+        assert result.returncode != 0 and message in result.stderr, result.stderr
+    kube_cluster.kubectl(*patch, json.dumps({"spec": {"suspend": False, "retry": 1}}))  # others still change

@@ -158,3 +158,10 @@ def test_every_cross_field_rule_is_a_cel_rule(generated):
 def test_crd_command_prints_yaml(capsys):
     assert crd_module.main([]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["kind"] == "CustomResourceDefinition"
+
+
+def test_fields_that_running_stages_ignore_are_immutable_in_the_crd():
+    spec = crd_module.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    rules = {rule["fieldPath"]: rule["rule"] for rule in spec["x-kubernetes-validations"] if "oldSelf" in rule["rule"]}
+    assert rules == {".storage": "self.storage == oldSelf.storage", ".model": "self.model == oldSelf.model",
+                     ".seeds": "self.seeds == oldSelf.seeds"}

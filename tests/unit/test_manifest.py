@@ -243,3 +243,22 @@ def test_jobs_of_a_queued_component_are_created_suspended_for_kueue():
     assert all(job["spec"]["suspend"] is True for job in jobs.values())
     unqueued = jobs_of(ExperimentSpec.model_validate(spec_with(data__syntheticSize=100)))
     assert all("suspend" not in job["spec"] for job in unqueued.values())
+
+
+def test_gpu_pods_have_a_security_context_too():
+    (deployment, _) = CASES["sampler-base"]()
+    train = [m for m in CASES["sft-single-node"]() if m["kind"] == "Job"][0]
+    for manifest in (deployment, train):
+        container = pod_spec(manifest)["containers"][0]
+        assert container["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                                                "seccompProfile": {"type": "RuntimeDefault"}}
+        assert pod_spec(manifest)["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod_spec(train)["securityContext"]["runAsNonRoot"] is True  # the worker image's user
+    assert "runAsNonRoot" not in pod_spec(deployment)["securityContext"]  # upstream vLLM runs as root
+
+
+def test_every_pod_with_an_fs_group_changes_ownership_only_on_a_root_mismatch():
+    pods = [pod_spec(m) for m in all_children() if pod_spec(m) is not None]
+    with_group = [pod for pod in pods if "fsGroup" in pod.get("securityContext", {})]
+    assert len(with_group) >= 5
+    assert all(pod["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch" for pod in with_group)

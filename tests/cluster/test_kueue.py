@@ -1,0 +1,117 @@
+"""The operator under the real Kueue manager: two experiments share a ClusterQueue whose GPU quota
+fits one trainer. The second trainer's Job stays suspended (its stage says it is queued, and why)
+until the first finishes; Kueue's flavor puts the admitted pods on the flavor's node; the
+experiment's spec.suspend stops and resumes a Kueue-managed Job through its Workload."""
+
+from __future__ import annotations
+
+import json
+
+from kubernetes import client
+
+from tests.cluster.test_operator import (  # noqa: F401 - module fixtures of the operator tests
+    Kubelet,
+    api,
+    chart,
+    children,
+    example,
+    experiment,
+    kubectl_apply,
+    namespace,
+    operator,
+    operator_kubeconfig,
+)
+from tests.fixtures.cluster import wait_for
+
+KUEUE = ("kueue.x-k8s.io", "v1beta2")
+FLAVOR_NODE = "kwok-node-1"
+HOLD = {"kwok.negrl.io/hold": "true"}  # kwok keeps these pods running until the annotation goes
+
+
+def create_queues(api, namespace: str) -> None:
+    """Flavor `gpu-<ns>` on one kwok node; a ClusterQueue with room for one 8-GPU trainer; LocalQueue gpu."""
+    custom = client.CustomObjectsApi(api)
+    flavor, queue = f"gpu-{namespace}", f"gpu-{namespace}"
+    custom.create_cluster_custom_object(*KUEUE, "resourceflavors", {
+        "apiVersion": "/".join(KUEUE), "kind": "ResourceFlavor", "metadata": {"name": flavor},
+        "spec": {"nodeLabels": {"kubernetes.io/hostname": FLAVOR_NODE}}})
+    custom.create_cluster_custom_object(*KUEUE, "clusterqueues", {
+        "apiVersion": "/".join(KUEUE), "kind": "ClusterQueue", "metadata": {"name": queue},
+        "spec": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                 "resourceGroups": [{"coveredResources": ["cpu", "memory", "nvidia.com/gpu"], "flavors": [{
+                     "name": flavor, "resources": [{"name": "cpu", "nominalQuota": "40"},
+                                                   {"name": "memory", "nominalQuota": "300Gi"},
+                                                   {"name": "nvidia.com/gpu", "nominalQuota": "8"}]}]}]}})
+    custom.create_namespaced_custom_object(*KUEUE, namespace, "localqueues", {
+        "apiVersion": "/".join(KUEUE), "kind": "LocalQueue", "metadata": {"name": "gpu", "namespace": namespace},
+        "spec": {"clusterQueue": queue}})
+
+
+def queued_experiment(namespace: str, name: str) -> dict:
+    doc = example(namespace, name)
+    doc["spec"]["scheduling"] = {"trainer": {"queueName": "gpu", "podAnnotations": HOLD}}
+    return doc
+
+
+def stage(body: dict, name: str) -> dict:
+    return next((s for s in (body.get("status") or {}).get("stages", []) if s["name"] == name), {})
+
+
+def sft_job(api, namespace: str, name: str):
+    jobs = [j for j in children(api, namespace, name)["jobs"] if j.metadata.labels["negrl.io/stage"] == "sft"]
+    return jobs[0] if jobs else None
+
+
+def sft_pods(api, namespace: str, name: str) -> list:
+    return [p for p in children(api, namespace, name)["pods"]
+            if (p.metadata.labels or {}).get("negrl.io/stage") == "sft" and p.metadata.deletion_timestamp is None]
+
+
+def test_two_experiments_share_a_quota_that_fits_one_trainer(kube_cluster, api, operator, namespace, tmp_path,  # noqa: F811
+                                                             batch_controllers):
+    create_queues(api, namespace)
+    names = ("first", "second")
+    with Kubelet(api, namespace):
+        for name in names:
+            kubectl_apply(kube_cluster, queued_experiment(namespace, name), tmp_path)
+        jobs = wait_for("both sft Jobs, one admitted", lambda: {n: sft_job(api, namespace, n) for n in names},
+                        lambda found: all(found.values()) and sum(not j.spec.suspend for j in found.values()) == 1,
+                        timeout=120)
+        running = next(n for n in names if not jobs[n].spec.suspend)
+        queued = next(n for n in names if n != running)
+        assert jobs[queued].metadata.labels["kueue.x-k8s.io/queue-name"] == "gpu"
+
+        # The queued experiment says so, with the reason, and stays queued while the first trains.
+        body = wait_for("the queued status", lambda: experiment(api, namespace, queued),
+                        lambda b: stage(b, "sft").get("state") == "Waiting", timeout=60)
+        assert stage(body, "sft")["message"] == "queued in Kueue LocalQueue gpu: not admitted yet (quota or a free flavor)"
+        progressing = next(c for c in body["status"]["conditions"] if c["type"] == "Progressing")
+        assert (progressing["status"], progressing["reason"]) == ("True", "Queued")
+        (pod,) = wait_for("the admitted trainer pod on the flavor's node", lambda: sft_pods(api, namespace, running),
+                          lambda pods: len(pods) == 1 and pods[0].spec.node_name, timeout=60)
+        assert pod.spec.node_selector["kubernetes.io/hostname"] == FLAVOR_NODE  # Kueue's flavor reached the pod
+        assert pod.spec.node_name == FLAVOR_NODE
+        assert sft_job(api, namespace, queued).spec.suspend is True and not sft_pods(api, namespace, queued)
+
+        # The first trainer finishes: Kueue admits the second, which runs on the flavor's node too.
+        client.CoreV1Api(api).patch_namespaced_pod(pod.metadata.name, namespace,
+                                                   {"metadata": {"annotations": {"kwok.negrl.io/hold": None}}})
+        wait_for("the first sft to succeed", lambda: experiment(api, namespace, running),
+                 lambda b: stage(b, "sft").get("state") == "Succeeded", timeout=90)
+        (pod,) = wait_for("the second trainer pod", lambda: sft_pods(api, namespace, queued),
+                          lambda pods: len(pods) == 1 and pods[0].spec.node_name, timeout=90)
+        assert pod.spec.node_name == FLAVOR_NODE
+        body = wait_for("the second sft running", lambda: experiment(api, namespace, queued),
+                        lambda b: stage(b, "sft").get("state") == "Running", timeout=60)
+
+        # spec.suspend under Kueue: the Workload is deactivated, Kueue suspends the Job; resume reverses it.
+        patch = ["patch", "nrx", queued, "-n", namespace, "--type", "merge", "-p"]
+        kube_cluster.kubectl(*patch, json.dumps({"spec": {"suspend": True}}))
+        wait_for("Kueue to suspend the Job", lambda: sft_job(api, namespace, queued), lambda job: job.spec.suspend)
+        workloads = client.CustomObjectsApi(api).list_namespaced_custom_object(
+            *KUEUE, namespace, "workloads", label_selector=f"kueue.x-k8s.io/job-uid={sft_job(api, namespace, queued).metadata.uid}")
+        assert [w["spec"]["active"] for w in workloads["items"]] == [False]
+        assert experiment(api, namespace, queued)["status"]["phase"] == "Suspended"
+        kube_cluster.kubectl(*patch, json.dumps({"spec": {"suspend": False}}))
+        wait_for("Kueue to start the Job again", lambda: sft_job(api, namespace, queued),
+                 lambda job: not job.spec.suspend, timeout=60)
