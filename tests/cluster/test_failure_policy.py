@@ -30,7 +30,7 @@ def job_condition(job, kind: str):
     return next((c for c in (job.status.conditions or []) if c.type == kind and c.status == "True"), None)
 
 
-def test_config_error_fails_at_once_and_retry_reruns_the_stage(kube_cluster, api, operator, namespace, tmp_path):  # noqa: F811
+def test_config_error_fails_at_once_and_retry_reruns_the_stage(kube_cluster, api, operator, namespace, tmp_path):
     name = "bad-config"
     error = {"stage": "prepare", "error": "ValidationError: stage config: trainSize must be >= 1"}
     doc = example(namespace, name)
@@ -59,7 +59,7 @@ def test_config_error_fails_at_once_and_retry_reruns_the_stage(kube_cluster, api
     assert {"Failed", "Retrying", "Succeeded"} <= set(event_reasons(kube_cluster, namespace, name))
 
 
-def test_disrupted_pod_is_replaced_without_spending_the_backoff_limit(kube_cluster, api, operator, namespace,  # noqa: F811
+def test_disrupted_pod_is_replaced_without_spending_the_backoff_limit(kube_cluster, api, operator, namespace,
                                                                      tmp_path):
     """A running pod evicted with a DisruptionTarget condition (a drain, a preemption) is replaced,
     and the Job does not fail although its backoffLimit is 0."""
@@ -88,7 +88,7 @@ def test_disrupted_pod_is_replaced_without_spending_the_backoff_limit(kube_clust
     assert phase(experiment(api, namespace, name)) == "Running"
 
 
-def test_fields_running_stages_ignore_cannot_change(kube_cluster, chart, namespace, tmp_path):  # noqa: F811
+def test_fields_running_stages_ignore_cannot_change(kube_cluster, chart, namespace, tmp_path):
     doc = example(namespace, "frozen", suspend=True)
     kubectl_apply(kube_cluster, doc, tmp_path)
     patch = ["patch", "nrx", "frozen", "-n", namespace, "--type", "merge", "-p"]

@@ -67,7 +67,7 @@ def sft_pods(api, namespace: str, name: str) -> list:
             if (p.metadata.labels or {}).get("negrl.io/stage") == "sft" and p.metadata.deletion_timestamp is None]
 
 
-def test_two_experiments_share_a_quota_that_fits_one_trainer(kube_cluster, api, operator, namespace, tmp_path,  # noqa: F811
+def test_two_experiments_share_a_quota_that_fits_one_trainer(kube_cluster, api, operator, namespace, tmp_path,
                                                              batch_controllers):
     create_queues(api, namespace)
     names = ("first", "second")
