@@ -245,6 +245,11 @@ class TrainerSpec(Strict):
     zero_stage: Literal[0, 1, 2, 3] | None = Field(None, description="DeepSpeed ZeRO stage for every training stage.")
     precision: Literal["auto", "bf16", "fp32"] | None = Field(None, description="Precision for every training stage.")
     backoff_limit: int = Field(1, ge=0, le=100, description="Pod retries before a training Job fails.")
+    max_restarts: int = Field(
+        3, ge=0, le=100,
+        description="Multi-node: torchrun restarts of the whole worker group (c10d rendezvous) after a rank is lost; "
+        "the replacement pod rejoins and training resumes from the last checkpoint.",
+    )
     shm_size: str = Field("32Gi", description="Size of the in-memory /dev/shm volume.")
     resources: ResourceSpec = Field(default_factory=ResourceSpec, description="CPU and memory of each training pod.")
 

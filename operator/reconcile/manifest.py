@@ -254,26 +254,31 @@ def trainer_service_name(owner: str, node: StageNode) -> str:
     return child_name(owner, "trainer", node.name, "hl")
 
 
-def torchrun_command(spec: ExperimentSpec, master: str) -> list[str]:
+def torchrun_command(spec: ExperimentSpec, master: str, run_id: str) -> list[str]:
+    """Single node: --standalone. Several: torchrun's c10d rendezvous hosted at pod 0's stable DNS
+    name, so a replacement pod of any rank (pod 0 included: same hostname) rejoins, and the agents
+    restart the whole worker group up to `maxRestarts` times; the workers resume from the last
+    checkpoint. Ranks are given by the rendezvous in hostname order, so pod 0 holds rank 0."""
     nodes, procs = spec.trainer.nodes, max(1, spec.trainer.gpus_per_node)
     launch = ["torchrun", f"--nproc-per-node={procs}"]
     if nodes == 1:
         launch.append("--standalone")
     else:
-        launch += [f"--nnodes={nodes}", "--node-rank=$(JOB_COMPLETION_INDEX)", f"--master-addr={master}",
-                   f"--master-port={MASTER_PORT}"]
+        launch += [f"--nnodes={nodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={master}:{MASTER_PORT}",
+                   f"--rdzv-id={run_id}", f"--max-restarts={spec.trainer.max_restarts}"]
     return [*launch, "-m", "negrl_operator.cli", "train", "--config", STAGE_CONFIG_PATH]
 
 
 def trainer_job(owner: Owner, spec: ExperimentSpec, node: StageNode) -> dict:
     """DeepSpeed through torchrun: one pod with N GPUs, or an Indexed Job of `nodes` pods whose index 0
-    is the rendezvous master, reached through the headless Service (pod hostname + subdomain)."""
+    hosts the c10d rendezvous, reached through the headless Service (pod hostname + subdomain). A
+    lost pod is replaced by the Job (trainer.backoffLimit) and rejoins; see torchrun_command."""
     trainer, name = spec.trainer, job_name(owner.name, node)
     service = trainer_service_name(owner.name, node)
     master = f"{name}-0.{service}.{owner.namespace}.svc"
     container = {
         "name": "trainer", "image": trainer.image or spec.worker.image,
-        "command": torchrun_command(spec, master),
+        "command": torchrun_command(spec, master, name),
         "env": [_index_env(), *common_env(spec)],
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT}, {"name": "rendezvous", "containerPort": MASTER_PORT}],
         "resources": resources(trainer.resources, trainer.gpus_per_node),

@@ -170,8 +170,11 @@ def test_multi_node_training_uses_an_indexed_job_and_a_headless_service():
     pod = pod_spec(job)
     assert pod["subdomain"] == service["metadata"]["name"]
     command = pod["containers"][0]["command"]
-    assert "--nnodes=2" in command and "--node-rank=$(JOB_COMPLETION_INDEX)" in command
-    assert f"--master-addr={job['metadata']['name']}-0.{service['metadata']['name']}.team-a.svc" in command
+    name = job["metadata"]["name"]
+    assert command[:7] == ["torchrun", "--nproc-per-node=8", "--nnodes=2", "--rdzv-backend=c10d",
+                           f"--rdzv-endpoint={name}-0.{service['metadata']['name']}.team-a.svc:29500",
+                           f"--rdzv-id={name}", "--max-restarts=3"]
+    assert not any(arg.startswith(("--node-rank", "--master-addr")) for arg in command)  # no static rendezvous
     assert service["spec"]["selector"] == job["spec"]["template"]["metadata"]["labels"]
     assert parse_stage_config(config_map["data"]["stage.json"]).params.zero_stage == 3
 
