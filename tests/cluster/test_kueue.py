@@ -93,25 +93,34 @@ def test_two_experiments_share_a_quota_that_fits_one_trainer(kube_cluster, api, 
         assert pod.spec.node_name == FLAVOR_NODE
         assert sft_job(api, namespace, queued).spec.suspend is True and not sft_pods(api, namespace, queued)
 
-        # The first trainer finishes: Kueue admits the second, which runs on the flavor's node too.
-        client.CoreV1Api(api).patch_namespaced_pod(pod.metadata.name, namespace,
-                                                   {"metadata": {"annotations": {"kwok.negrl.io/hold": None}}})
-        wait_for("the first sft to succeed", lambda: experiment(api, namespace, running),
-                 lambda b: stage(b, "sft").get("state") == "Succeeded", timeout=90)
+        # spec.suspend under Kueue: the first's Workload is deactivated, Kueue suspends its Job and the
+        # quota goes to the second, which runs on the flavor's node too.
+        patch = ["patch", "nrx", running, "-n", namespace, "--type", "merge", "-p"]
+        kube_cluster.kubectl(*patch, json.dumps({"spec": {"suspend": True}}))
+        wait_for("Kueue to suspend the first Job", lambda: sft_job(api, namespace, running), lambda job: job.spec.suspend)
+        assert workload_active(api, namespace, sft_job(api, namespace, running)) == [False]
+        assert experiment(api, namespace, running)["status"]["phase"] == "Suspended"
         (pod,) = wait_for("the second trainer pod", lambda: sft_pods(api, namespace, queued),
                           lambda pods: len(pods) == 1 and pods[0].spec.node_name, timeout=90)
         assert pod.spec.node_name == FLAVOR_NODE
-        body = wait_for("the second sft running", lambda: experiment(api, namespace, queued),
-                        lambda b: stage(b, "sft").get("state") == "Running", timeout=60)
 
-        # spec.suspend under Kueue: the Workload is deactivated, Kueue suspends the Job; resume reverses it.
-        patch = ["patch", "nrx", queued, "-n", namespace, "--type", "merge", "-p"]
-        kube_cluster.kubectl(*patch, json.dumps({"spec": {"suspend": True}}))
-        wait_for("Kueue to suspend the Job", lambda: sft_job(api, namespace, queued), lambda job: job.spec.suspend)
-        workloads = client.CustomObjectsApi(api).list_namespaced_custom_object(
-            *KUEUE, namespace, "workloads", label_selector=f"kueue.x-k8s.io/job-uid={sft_job(api, namespace, queued).metadata.uid}")
-        assert [w["spec"]["active"] for w in workloads["items"]] == [False]
-        assert experiment(api, namespace, queued)["status"]["phase"] == "Suspended"
+        # Resumed, the first is queued again behind the second; when the second's trainer finishes,
+        # Kueue admits the first again.
         kube_cluster.kubectl(*patch, json.dumps({"spec": {"suspend": False}}))
-        wait_for("Kueue to start the Job again", lambda: sft_job(api, namespace, queued),
-                 lambda job: not job.spec.suspend, timeout=60)
+        body = wait_for("the first queued again", lambda: experiment(api, namespace, running),
+                        lambda b: b["status"]["phase"] == "Running" and stage(b, "sft").get("state") == "Waiting")
+        assert workload_active(api, namespace, sft_job(api, namespace, running)) == [True]
+        client.CoreV1Api(api).patch_namespaced_pod(pod.metadata.name, namespace,
+                                                   {"metadata": {"annotations": {"kwok.negrl.io/hold": None}}})
+        wait_for("the second sft to succeed", lambda: experiment(api, namespace, queued),
+                 lambda b: stage(b, "sft").get("state") == "Succeeded", timeout=90)
+        wait_for("the first trainer running again", lambda: sft_pods(api, namespace, running),
+                 lambda pods: len(pods) == 1 and pods[0].spec.node_name == FLAVOR_NODE, timeout=90)
+        wait_for("the first sft Running", lambda: experiment(api, namespace, running),
+                 lambda b: stage(b, "sft").get("state") == "Running", timeout=60)
+
+
+def workload_active(api, namespace: str, job) -> list[bool]:
+    found = client.CustomObjectsApi(api).list_namespaced_custom_object(
+        *KUEUE, namespace, "workloads", label_selector=f"kueue.x-k8s.io/job-uid={job.metadata.uid}")
+    return [item["spec"].get("active", True) for item in found["items"]]
