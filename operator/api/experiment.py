@@ -245,6 +245,12 @@ class TrainerSpec(Strict):
     zero_stage: Literal[0, 1, 2, 3] | None = Field(None, description="DeepSpeed ZeRO stage for every training stage.")
     precision: Literal["auto", "bf16", "fp32"] | None = Field(None, description="Precision for every training stage.")
     backoff_limit: int = Field(1, ge=0, le=100, description="Pod retries before a training Job fails.")
+    launcher: Literal["Job", "JobSet"] = Field(
+        "Job",
+        description="Job: an Indexed Job (+ headless Service) whose torchrun agents restart the group in place. "
+        "JobSet (needs the JobSet controller): a JobSet whose failurePolicy.maxRestarts recreates every pod of "
+        "the group when one fails (Kubeflow Trainer's convention).",
+    )
     max_restarts: int = Field(
         3, ge=0, le=100,
         description="Multi-node: torchrun restarts of the whole worker group (c10d rendezvous) after a rank is lost; "

@@ -26,6 +26,7 @@ PATHS = {
     "Job": ("/apis/batch/v1", "jobs"), "Deployment": ("/apis/apps/v1", "deployments"),
     "Service": ("/api/v1", "services"), "ConfigMap": ("/api/v1", "configmaps"),
     "Event": ("/api/v1", "events"), KIND: (f"/apis/{API_VERSION}", PLURAL),
+    "JobSet": ("/apis/jobset.x-k8s.io/v1alpha2", "jobsets"),
 }
 APPLY, MERGE = "application/apply-patch+yaml", "application/merge-patch+json"
 WORKLOADS = "/apis/kueue.x-k8s.io/v1beta2/namespaces/{namespace}/workloads"
@@ -152,6 +153,8 @@ def apply_plan(kube: Kube, owner: Owner, plan: Plan, status_changed: bool, event
     calls = [lambda m=manifest: kube.apply(m) for manifest in plan.apply]
     calls += [lambda n=name, s=suspend: kube.merge_patch("Job", owner.namespace, n, {"spec": {"suspend": s}})
               for name, suspend in sorted(plan.suspend.items())]
+    calls += [lambda n=name, s=suspend: kube.merge_patch("JobSet", owner.namespace, n, {"spec": {"suspend": s}})
+              for name, suspend in sorted(plan.suspend_jobsets.items())]
     calls += [lambda u=uid, a=active: kube.set_workload_active(owner.namespace, u, a)
               for uid, active in sorted(plan.workloads_active.items())]
     calls += [lambda r=ref: kube.delete(r.kind, owner.namespace, r.name) for ref in plan.delete]

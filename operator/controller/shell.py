@@ -39,6 +39,7 @@ from negrl_operator.reconcile.observation import (
     child_state,
     deployment_state,
     job_state,
+    jobset_state,
     pod_report,
 )
 from negrl_operator.reconcile.plan import plan
@@ -76,7 +77,8 @@ def observe(owner: Owner, jobs, deployments, others, pods) -> Observed:
         jobs=own_jobs,
         deployments={d.name: d for d in deployments.get(key, []) if d.owner_uid == owner.uid},
         others={(c.kind, c.name): c for c in others.get(key, []) if c.owner_uid == owner.uid},
-        pods=tuple(pod for pod in pods.get(key, []) if pod.owner_uid in job_uids),
+        pods=tuple(pod for pod in pods.get(key, []) if pod.owner_uid in job_uids  # JobSet pods: owned by its Jobs
+                   or (pod.job in own_jobs and own_jobs[pod.job].kind == "JobSet")),
     )
 
 
@@ -125,6 +127,10 @@ def register_indices(registry: kopf.OperatorRegistry) -> None:
     def negrl_jobs(namespace, labels, body, **_):
         return {_key(namespace, labels): job_state(body)}
 
+    @kopf.index("jobset.x-k8s.io", "v1alpha2", "jobsets", labels=MANAGED, registry=registry, id="negrl_jobsets")
+    def negrl_jobsets(namespace, labels, body, **_):
+        return {_key(namespace, labels): jobset_state(body)}
+
     @kopf.index("apps", "v1", "deployments", labels=MANAGED, registry=registry, id="negrl_deployments")
     def negrl_deployments(namespace, labels, body, **_):
         return {_key(namespace, labels): deployment_state(body)}
@@ -143,7 +149,7 @@ def register_indices(registry: kopf.OperatorRegistry) -> None:
 
 
 class _Merged:
-    """Services and ConfigMaps, read as one index."""
+    """Several indices read as one (Services and ConfigMaps; Jobs and JobSets)."""
 
     def __init__(self, *indices):
         self.indices = indices
@@ -197,7 +203,8 @@ def build_registry(runtime: Runtime, on_request=None) -> kopf.OperatorRegistry:
 
     def indices(kwargs: dict) -> dict:
         merged = _Merged(kwargs["negrl_services"], kwargs["negrl_configmaps"])
-        return {"negrl_jobs": kwargs["negrl_jobs"], "negrl_deployments": kwargs["negrl_deployments"],
+        jobs = _Merged(kwargs["negrl_jobs"], kwargs["negrl_jobsets"])
+        return {"negrl_jobs": jobs, "negrl_deployments": kwargs["negrl_deployments"],
                 "negrl_children": merged, "negrl_pods": kwargs["negrl_pods"]}
 
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, id="reconcile-resume")

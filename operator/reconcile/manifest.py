@@ -294,6 +294,43 @@ def trainer_job(owner: Owner, spec: ExperimentSpec, node: StageNode) -> dict:
     return _job(owner, spec, node, name, pod, trainer.nodes, trainer.backoff_limit, spec.scheduling.trainer)
 
 
+JOBSET_REPLICA = "node"  # the JobSet's one replicated Job: an Indexed Job of trainer.nodes pods
+
+
+def jobset_master(owner: Owner, name: str) -> str:
+    """Pod 0 of the JobSet's Job: JobSet names it <jobset>-<replicatedJob>-<job>-<pod> in the JobSet's
+    own headless Service (network.enableDNSHostnames)."""
+    return f"{name}-{JOBSET_REPLICA}-0-0.{name}.{owner.namespace}.svc"
+
+
+def trainer_jobset(owner: Owner, spec: ExperimentSpec, node: StageNode) -> dict:
+    """The training Job inside a JobSet: when a pod fails its Job fails (backoffLimit 0) and the
+    JobSet recreates the whole group, up to trainer.maxRestarts times; a config error (the Job failed
+    by its podFailurePolicy) fails the JobSet at once."""
+    job = trainer_job(owner, spec, node)
+    name = job["metadata"]["name"]
+    pod = job["spec"]["template"]["spec"]
+    pod.pop("subdomain", None)  # JobSet sets hostname and subdomain itself
+    pod["containers"][0]["command"] = torchrun_command(spec, jobset_master(owner, name), name)
+    job_spec = {**job["spec"], "backoffLimit": 0}
+    job_spec.pop("suspend", None)
+    labels_ = {k: v for k, v in job["metadata"]["labels"].items() if k != QUEUE_LABEL}
+    jobset_spec: dict = {  # defaults spelled out: they do not depend on JobSet's defaulting webhook
+        "network": {"enableDNSHostnames": True, "publishNotReadyAddresses": True},
+        "successPolicy": {"operator": "All"}, "startupPolicy": {"startupPolicyOrder": "AnyOrder"},
+        "failurePolicy": {"maxRestarts": spec.trainer.max_restarts, "rules": [
+            {"name": "config-error", "action": "FailJobSet", "onJobFailureReasons": ["PodFailurePolicy"]}]},
+        "replicatedJobs": [{"name": JOBSET_REPLICA, "replicas": 1, "template": {
+            "metadata": {"labels": labels_}, "spec": job_spec}}],
+    }
+    if spec.scheduling.trainer.queue_name:
+        jobset_spec["suspend"] = True  # as for Jobs: Kueue admits and unsuspends it
+    return with_hash({
+        "apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet",
+        "metadata": {**job["metadata"], "annotations": {}}, "spec": jobset_spec,
+    })
+
+
 def trainer_service(owner: Owner, node: StageNode) -> dict:
     """Headless Service giving each training pod a DNS name (multi-node only)."""
     selector = labels(owner, "trainer", node.name)
@@ -309,6 +346,8 @@ def trainer_service(owner: Owner, node: StageNode) -> dict:
 
 def stage_children(owner: Owner, spec: ExperimentSpec, node: StageNode, config: StageBase) -> list[dict]:
     """What a started stage needs: its ConfigMap, its Job and (multi-node training) its Service."""
+    if node.kind == "train" and spec.trainer.launcher == "JobSet":
+        return [config_map(owner, node, config), trainer_jobset(owner, spec, node)]
     if node.kind == "train":
         extra = [trainer_service(owner, node)] if spec.trainer.nodes > 1 else []
         return [config_map(owner, node, config), *extra, trainer_job(owner, spec, node)]

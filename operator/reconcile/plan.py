@@ -73,6 +73,7 @@ class Plan:
     apply: list[dict] = field(default_factory=list)  # server-side apply, in order
     delete: list[ChildRef] = field(default_factory=list)
     suspend: dict[str, bool] = field(default_factory=dict)  # Job name -> spec.suspend to set
+    suspend_jobsets: dict[str, bool] = field(default_factory=dict)  # the same for JobSets (trainer.launcher)
     # Kueue-managed Job uid -> whether its Workload should be active (Kueue's way to stop and resume it)
     workloads_active: dict[str, bool] = field(default_factory=dict)
     status: ExperimentStatus = field(default_factory=ExperimentStatus)
@@ -98,12 +99,14 @@ def plan(owner: Owner, generation: int, spec: ExperimentSpec, status: Experiment
         stages = _start(owner, spec, nodes, stages, done, serve, observed, root, now, result)
         _reconcile_samplers(owner, spec, serve, observed, root, result)
         active = [job for job in observed.jobs.values() if not (job.complete or job.failed)]
-        result.suspend = {job.name: spec.suspend for job in active if not job.queue and job.suspended != spec.suspend}
+        flip = [job for job in active if not job.queue and job.suspended != spec.suspend]
+        result.suspend = {job.name: spec.suspend for job in flip if job.kind == "Job"}
+        result.suspend_jobsets = {job.name: spec.suspend for job in flip if job.kind == "JobSet"}
         result.workloads_active = {job.uid: not spec.suspend for job in active
                                    if job.queue and (spec.suspend or job.suspended)}
     new = _status(status, stages, spec, nodes, now, blocked)
     names = {node.name for node in nodes}
-    result.delete += [ChildRef("Job", job.name) for job in observed.jobs.values() if job.stage not in names]
+    result.delete += [ChildRef(job.kind, job.name) for job in observed.jobs.values() if job.stage not in names]
     if new.phase in TERMINAL_PHASES:
         return _finish(owner, generation, status, new, observed, now)
     result.status = _with_conditions(new, status, generation, now)
@@ -122,7 +125,7 @@ def _observe(node: StageNode, recorded: StageStatus | None, observed: Observed, 
     if job is None:
         return stage.model_copy(update={"state": "Pending"})
     if job.failed and stage.message.startswith(RETRY_REQUESTED):
-        result.delete.append(ChildRef("Job", name))  # the stage starts again once this Job is gone
+        result.delete.append(ChildRef(job.kind, name))  # the stage starts again once this Job is gone
         return stage.model_copy(update={"state": "Waiting", "message": f"{RETRY_REQUESTED}: deleting failed Job {name}"})
     pods = observed.pods_of(name)
     if job.complete:
@@ -273,7 +276,7 @@ def _finish(owner: Owner, generation: int, old: ExperimentStatus, new: Experimen
     """Terminal: nothing is created; samplers and active Jobs go (their GPUs are no longer needed)."""
     if old.phase in TERMINAL_PHASES:
         new = old
-    active = [job.name for job in observed.jobs.values() if not (job.complete or job.failed)]
-    delete = [ChildRef("Job", name) for name in sorted(active)] + _unneeded_samplers(owner, [], observed)
+    active = sorted((job.name, job.kind) for job in observed.jobs.values() if not (job.complete or job.failed))
+    delete = [ChildRef(kind, name) for name, kind in active] + _unneeded_samplers(owner, [], observed)
     status = _with_conditions(new, old, generation, now)
     return Plan(delete=delete, status=status, events=events(old, status))

@@ -25,13 +25,13 @@ from tests.fixtures.paths import REPO
 PARAMS = {"zero_stage": 2, "max_steps": 8, "checkpoint_every_steps": 2, "micro_batch_size": 2}
 
 
-def agent(config_path: Path, port: int, env: dict) -> subprocess.Popen:
+def agent(config_path: Path, port: int, env: dict, log: Path | None = None) -> subprocess.Popen:
     """One pod's torchrun agent, with the arguments the operator renders (torchrun_command)."""
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=1", "--nnodes=2",
                "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=lost-rank",
                "--max-restarts=2", "-m", "negrl_operator.cli", "train", "--config", str(config_path), "--no-progress"]
-    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=log.open("w") if log else subprocess.PIPE, text=True, start_new_session=True)
 
 
 def test_lost_rank_rejoins_and_training_ends_where_an_uninterrupted_run_does(tiny_model_dir, deepspeed_cpu_env,
@@ -64,9 +64,10 @@ def test_lost_rank_rejoins_and_training_ends_where_an_uninterrupted_run_does(tin
     lost_at = time.monotonic()
     os.killpg(node1.pid, signal.SIGKILL)  # the pod is gone: its agent and its worker
     node1.wait()
-    replacement = agent(path, port, env)  # the Job's replacement pod
+    replacement = agent(path, port, env, tmp_path / "replacement.log")  # the Job's replacement pod
     stdout, stderr = node0.communicate(timeout=600)
-    stdout_new, _ = replacement.communicate(timeout=120)
+    stdout_new, _ = replacement.communicate(timeout=600)
+    print((tmp_path / "replacement.log").read_text()[-4000:])
     assert (node0.returncode, replacement.returncode) == (0, 0), stderr[-3000:]
     assert "restart" in stderr.lower()  # node 0's agent restarted its worker group
     # Rank 0 prints the summary; the rendezvous decides which agent holds it.
@@ -75,6 +76,7 @@ def test_lost_rank_rejoins_and_training_ends_where_an_uninterrupted_run_does(tin
     assert summary["world_size"] == 2 and summary["steps"] == PARAMS["max_steps"], summary
     assert 2 <= summary["resumed_from_step"] < PARAMS["max_steps"], summary  # resumed, not restarted from 0
     print(f"lost rank -> finished run: {time.monotonic() - lost_at:.1f}s")
+    print(stderr[-4000:])
 
     whole = [json.loads(line) for line in (Path(runs["whole"][0].output_dir) / "train_log.jsonl").read_text().splitlines()]
     lost = [json.loads(line) for line in (Path(config.output_dir) / "train_log.jsonl").read_text().splitlines()]

@@ -265,3 +265,22 @@ def test_every_pod_with_an_fs_group_changes_ownership_only_on_a_root_mismatch():
     with_group = [pod for pod in pods if "fsGroup" in pod.get("securityContext", {})]
     assert len(with_group) >= 5
     assert all(pod["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch" for pod in with_group)
+
+
+def test_jobset_launcher_wraps_the_training_job_and_restarts_the_group():
+    spec = SPEC.model_copy(update={"trainer": SPEC.trainer.model_copy(update={"launcher": "JobSet", "max_restarts": 5})})
+    config_map, jobset = children(spec, "step-dpo")  # no Service of our own: JobSet makes one
+    name = jobset["metadata"]["name"]
+    assert (jobset["apiVersion"], jobset["kind"], name) == ("jobset.x-k8s.io/v1alpha2", "JobSet", "gsm8k-trainer-step-dpo")
+    policy = jobset["spec"]["failurePolicy"]
+    assert policy["maxRestarts"] == 5
+    assert policy["rules"] == [{"name": "config-error", "action": "FailJobSet", "onJobFailureReasons": ["PodFailurePolicy"]}]
+    assert jobset["spec"]["successPolicy"] == {"operator": "All"} and jobset["spec"]["suspend"] is True  # queued
+    assert jobset["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    (replicated,) = jobset["spec"]["replicatedJobs"]
+    job = replicated["template"]["spec"]
+    assert (replicated["replicas"], job["completions"], job["backoffLimit"]) == (1, 2, 0)
+    assert "suspend" not in job and "kueue.x-k8s.io/queue-name" not in replicated["template"]["metadata"]["labels"]
+    pod = job["template"]["spec"]
+    assert "subdomain" not in pod
+    assert f"--rdzv-endpoint={name}-node-0-0.{name}.team-a.svc:29500" in pod["containers"][0]["command"]

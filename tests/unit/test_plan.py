@@ -582,3 +582,19 @@ def test_status_is_exported_as_metrics_and_forgotten_on_delete():
     heartbeat.beat()
     heartbeat.stall_after_s = 60
     assert heartbeat.health() == (True, "ok\n")
+
+
+def test_jobset_parses_into_a_job_state_with_restarts_as_failures():
+    from negrl_operator.reconcile.observation import jobset_state
+
+    body = {"metadata": {"name": "exp-trainer-sft", "uid": "u", "labels": {"negrl.io/stage": "sft"},
+                         "ownerReferences": [{"uid": "uid-1", "controller": True}]},
+            "spec": {"replicatedJobs": [{"replicas": 1, "template": {"spec": {"completions": 2}}}]},
+            "status": {"restarts": 2, "terminalState": "Completed", "conditions": [
+                {"type": "Completed", "status": "True", "lastTransitionTime": "2025-03-01T12:00:00Z"}]}}
+    state = jobset_state(body)
+    assert (state.kind, state.complete, state.failed, state.failed_pods, state.completions) == ("JobSet", True, False, 2, 2)
+    assert state.completion_time == "2025-03-01T12:00:00Z" and state.owner_uid == "uid-1"
+    failed = jobset_state({**body, "status": {"terminalState": "Failed", "conditions": [
+        {"type": "Failed", "status": "True", "message": "jobset failed: reached max restarts"}]}})
+    assert failed.failed and failed.failure_message == "jobset failed: reached max restarts"
