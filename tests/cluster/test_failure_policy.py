@@ -25,6 +25,19 @@ from tests.cluster.test_operator import (  # noqa: F401 - module fixtures of the
 )
 from tests.fixtures.cluster import wait_for
 
+HOLD = "kwok.negrl.io/hold"
+
+
+def release_held_pods(api, namespace: str) -> None:
+    """Let kwok finish every held pod (they hold node resources and a Job's finalizer), so that the
+    namespace goes cleanly and later tests find free nodes."""
+    core = client.CoreV1Api(api)
+    for pod in core.list_namespaced_pod(namespace).items:
+        if HOLD in (pod.metadata.annotations or {}):
+            core.patch_namespaced_pod(pod.metadata.name, namespace, {"metadata": {"annotations": {HOLD: None}}})
+    wait_for("held pods to finish", lambda: core.list_namespaced_pod(namespace).items, lambda pods: not any(
+        p.status.phase == "Running" and HOLD in (p.metadata.annotations or {}) for p in pods), timeout=60)
+
 
 def job_condition(job, kind: str):
     return next((c for c in (job.status.conditions or []) if c.type == kind and c.status == "True"), None)
@@ -66,9 +79,16 @@ def test_disrupted_pod_is_replaced_without_spending_the_backoff_limit(kube_clust
     name = "drained"
     doc = example(namespace, name)
     doc["spec"]["worker"]["backoffLimit"] = 0
-    doc["spec"]["scheduling"] = {"worker": {"podAnnotations": {"kwok.negrl.io/hold": "true"}}}
+    doc["spec"]["scheduling"] = {"worker": {"podAnnotations": {HOLD: "true"}}}
     core = client.CoreV1Api(api)
     kubectl_apply(kube_cluster, doc, tmp_path)
+    try:
+        evict_and_check_replacement(api, core, namespace, name)
+    finally:
+        release_held_pods(api, namespace)
+
+
+def evict_and_check_replacement(api, core, namespace: str, name: str) -> None:
     (pod,) = wait_for("the prepare pod running", lambda: children(api, namespace, name)["pods"],
                       lambda pods: len(pods) == 1 and pods[0].status.phase == "Running")
     # What the kubelet reports after an eviction: the condition, then the pod Failed (exit 137).

@@ -8,6 +8,7 @@ import time
 
 from kubernetes import client
 
+from tests.cluster.test_failure_policy import release_held_pods
 from tests.cluster.test_operator import (  # noqa: F401 - module fixtures of the operator tests
     Kubelet,
     api,
@@ -55,6 +56,13 @@ def kill(core, pod, namespace: str) -> None:
 
 def test_lost_rank_restarts_the_group_without_failing_the_experiment(batch_controllers, kube_cluster, api, operator,
                                                                      namespace, tmp_path):
+    try:
+        lose_a_rank(kube_cluster, api, namespace, tmp_path)
+    finally:
+        release_held_pods(api, namespace)
+
+
+def lose_a_rank(kube_cluster, api, namespace: str, tmp_path) -> None:
     name = "multi"
     doc = example(namespace, name)
     doc["spec"]["trainer"].update({"nodes": 2, "launcher": "JobSet", "maxRestarts": 2,

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from tests.cluster.test_failure_policy import release_held_pods
 from tests.cluster.test_operator import (  # noqa: F401 - module fixtures of the operator tests
     Kubelet,
     api,
@@ -71,8 +72,15 @@ def sft_pods(api, namespace: str, name: str) -> list:
             if (p.metadata.labels or {}).get("negrl.io/stage") == "sft" and p.metadata.deletion_timestamp is None]
 
 
-def test_two_experiments_share_a_quota_that_fits_one_trainer(kube_cluster, api, operator, namespace, tmp_path,
-                                                             batch_controllers):
+def test_two_experiments_share_a_quota_that_fits_one_trainer(batch_controllers, kube_cluster, api, operator,
+                                                             namespace, tmp_path):
+    try:
+        share_one_trainer_quota(kube_cluster, api, namespace, tmp_path)
+    finally:
+        release_held_pods(api, namespace)
+
+
+def share_one_trainer_quota(kube_cluster, api, namespace: str, tmp_path) -> None:
     create_queues(api, namespace)
     names = ("first", "second")
     with Kubelet(api, namespace):
@@ -150,7 +158,7 @@ def create_open_queues(api, namespace: str, names: tuple[str, ...]) -> None:
 
 
 @pytest.mark.parametrize("path", ["examples/gsm8k.yaml", "examples/math.yaml"])
-def test_examples_run_to_succeeded_under_kueue(kube_cluster, api, operator, namespace, tmp_path, batch_controllers,
+def test_examples_run_to_succeeded_under_kueue(batch_controllers, kube_cluster, api, operator, namespace, tmp_path,
                                                path):
     """The examples as written, with their queue names (placement that kwok's nodes lack dropped, and
     math's 7B resources scaled to a kwok node): every queued Job goes through Kueue and the

@@ -140,8 +140,8 @@ def api(kube_cluster) -> Iterator[client.ApiClient]:
 
 @pytest.fixture(scope="module")
 def chart(kube_cluster):
-    kube_cluster.kubectl("create", "namespace", SYSTEM)
-    kube_cluster.helm("install", RELEASE, str(REPO / "charts" / "negrl"), "--namespace", SYSTEM, "--wait",
+    kube_cluster.kubectl("create", "namespace", SYSTEM, check=False)  # other cluster modules use it too
+    kube_cluster.helm("upgrade", "--install", RELEASE, str(REPO / "charts" / "negrl"), "--namespace", SYSTEM, "--wait",
                       "--timeout", "120s", timeout=180)
     yield
     kube_cluster.helm("uninstall", RELEASE, "--namespace", SYSTEM, check=False)
