@@ -256,9 +256,9 @@ def trainer_service_name(owner: str, node: StageNode) -> str:
 
 def torchrun_command(spec: ExperimentSpec, master: str, run_id: str) -> list[str]:
     """Single node: --standalone. Several: torchrun's c10d rendezvous hosted at pod 0's stable DNS
-    name, so a replacement pod of any rank (pod 0 included: same hostname) rejoins, and the agents
-    restart the whole worker group up to `maxRestarts` times; the workers resume from the last
-    checkpoint. Ranks are given by the rendezvous in hostname order, so pod 0 holds rank 0."""
+    name (no static node rank), with `maxRestarts` restarts of the worker group; under the JobSet
+    launcher every pod is new after a failure and the workers resume from the last checkpoint. (An
+    in-place rejoin of one replaced pod under a plain Job is not verified; see the README.)"""
     nodes, procs = spec.trainer.nodes, max(1, spec.trainer.gpus_per_node)
     launch = ["torchrun", f"--nproc-per-node={procs}"]
     if nodes == 1:
