@@ -21,6 +21,10 @@ then `kubectl apply`s N copies of examples/gsm8k.yaml in one go. It reports:
                           that noise (server-side selectors: 0)
 Targets: all 100 within 60 s, p95 < 250 ms, RSS < 250 MB, handoff p95 <= 2 s. The last line is
 `name=value` pairs.
+
+With --kueue, Kueue's manager and the JobSet controller (tools/kueue/build.sh) run too, the example
+keeps its queue names (LocalQueues team-a-gpu and team-a-cpu with room for every experiment), so
+every Job is created suspended and goes through Kueue's admission.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.fixtures.cluster import ControlPlane, KubeCluster, free_port, locate_binaries, tool_env  # noqa: E402
+from tests.fixtures.kueue import start_batch_controllers  # noqa: E402
 
 SYSTEM, RELEASE = "negrl-system", "negrl"
 NAMESPACE = f"bench-{os.getpid()}"
@@ -90,14 +95,36 @@ def storage(cluster: KubeCluster, workdir: Path) -> None:
     cluster.kubectl("apply", "-f", str(path))
 
 
-SUMMARY = json.dumps({"stage": "bench", "samples": 8, "pass1": 0.3})  # every stage pod's termination message
+SUMMARY = json.dumps({"stage": "bench", "samples": 8, "pass_at_1": 0.3})  # every stage pod's termination message
 
 
-def experiments(count: int, workdir: Path) -> Path:
+def queues(cluster: KubeCluster, workdir: Path, names: list[str], experiments: int) -> None:
+    """LocalQueues `names` in the bench namespace, on ClusterQueues with room for every experiment."""
+    docs = [{"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor", "metadata": {"name": "bench"}}]
+    for name in names:
+        docs.append({"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ClusterQueue", "metadata": {"name": name},
+                     "spec": {"namespaceSelector": {}, "resourceGroups": [{
+                         "coveredResources": ["cpu", "memory", "nvidia.com/gpu"], "flavors": [{"name": "bench", "resources": [
+                             {"name": "cpu", "nominalQuota": 64 * experiments},
+                             {"name": "memory", "nominalQuota": f"{512 * experiments}Gi"},
+                             {"name": "nvidia.com/gpu", "nominalQuota": 16 * experiments}]}]}]}})
+        docs.append({"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "LocalQueue",
+                     "metadata": {"name": name, "namespace": NAMESPACE}, "spec": {"clusterQueue": name}})
+    path = workdir / "queues.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    cluster.kubectl("apply", "-f", str(path))
+
+
+def experiments(count: int, workdir: Path, kueue: bool = False) -> Path:
     template = yaml.safe_load((ROOT / "examples" / "gsm8k.yaml").read_text())
     annotations = {"kwok.negrl.io/termination-message": SUMMARY}  # kwok writes it, as a kubelet would
+    scheduling = template["spec"].pop("scheduling", {})
     template["spec"]["scheduling"] = {"worker": {"podAnnotations": annotations},
                                       "trainer": {"podAnnotations": annotations}}
+    if kueue:  # queue names only: kwok's nodes have no GPU-product label
+        for component, placement in scheduling.items():
+            if placement.get("queueName"):
+                template["spec"]["scheduling"].setdefault(component, {})["queueName"] = placement["queueName"]
     docs = []
     for index in range(count):
         doc = yaml.safe_load(yaml.safe_dump(template))
@@ -231,13 +258,18 @@ def rss_mb(pid: int) -> tuple[float, float]:
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
     cluster, plane = start_cluster(workdir)
+    controllers = {}
     try:
+        if args.kueue:
+            controllers = start_batch_controllers(cluster, workdir)
         cluster.kubectl("create", "namespace", SYSTEM, check=False)  # an existing cluster may have it
         cluster.kubectl("create", "namespace", NAMESPACE)
         # One (kwok) replica of the chart's operator: its 100m leaves a node's 32 CPUs to a trainer pod.
         cluster.helm("upgrade", "--install", RELEASE, str(ROOT / "charts" / "negrl"), "-n", SYSTEM,
                      "--set", "operator.replicas=1", timeout=180)
         storage(cluster, workdir)
+        if args.kueue:
+            queues(cluster, workdir, ["team-a-gpu", "team-a-cpu"], args.experiments)
         port = free_port()
         env = {**os.environ, "KUBECONFIG": str(operator_kubeconfig(cluster, workdir))}
         with (workdir / "operator.log").open("w") as log:
@@ -250,6 +282,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
             operator.terminate()
             operator.wait(timeout=20)
     finally:
+        for controller in controllers.values():
+            controller.stop()
         if plane is not None:
             plane.stop()
 
@@ -264,7 +298,7 @@ def measure(args, cluster: KubeCluster, operator: subprocess.Popen, port: int, w
             time.sleep(0.2)
     time.sleep(2)  # kopf's watches and indices are up
     clock = JobClock(cluster)
-    manifests = experiments(args.experiments, workdir)
+    manifests = experiments(args.experiments, workdir, args.kueue)
     started = time.monotonic()
     apply = subprocess.Popen(["kubectl", "apply", "--server-side", "-f", str(manifests)], env=cluster.env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -333,6 +367,7 @@ def main() -> int:
     parser.add_argument("--noise", type=int, default=2000, help="unrelated Pods + ConfigMaps created at the end")
     parser.add_argument("--observe", type=float, default=40.0, help="seconds of steady state after the burst")
     parser.add_argument("--limit", type=float, default=300.0, help="give up after this many seconds")
+    parser.add_argument("--kueue", action="store_true", help="run Kueue and JobSet; Jobs go through Kueue")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="negrl-bench-operator-"))
     try:

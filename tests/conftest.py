@@ -12,6 +12,7 @@ pytest_plugins = [
     "tests.fixtures.deepspeed_cpu",
     "tests.fixtures.cluster",
     "tests.fixtures.node",
+    "tests.fixtures.kueue",
 ]
 
 TIERS = ("unit", "component", "cluster", "e2e")

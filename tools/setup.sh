@@ -72,4 +72,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 step "node binaries (kubelet, kube-proxy, CoreDNS, pause)"
 nice -n 10 bash tools/node/build.sh || fail "node binaries" "tools/node/build.sh failed (see its output above)"
+step "Kueue and JobSet controllers (cluster tests)"
+bash tools/kueue/build.sh || fail "Kueue and JobSet" "tools/kueue/build.sh failed (see its output above)"
 echo "setup: done"

@@ -131,6 +131,9 @@ class DataSpec(Strict):
 
 class TrainStageSpec(Strict):
     enabled: bool = Field(True, description="Run this stage (disabled stages and what only they feed are left out).")
+    active_deadline_seconds: int | None = Field(
+        None, ge=1, description="Job activeDeadlineSeconds: the stage fails when its Job runs longer (unset: no limit).",
+    )
     params: TrainParams = Field(default_factory=TrainParams, description="Training hyperparameters.")
 
 
@@ -143,16 +146,25 @@ class SamplingStageSpec(Strict):
     max_questions: int | None = Field(
         None, ge=1, description="Sample only the first N of the |D_syn| training questions (default: all).",
     )
+    active_deadline_seconds: int | None = Field(
+        None, ge=1, description="Job activeDeadlineSeconds: the stage fails when its Job runs longer (unset: no limit).",
+    )
     params: SamplingParams = Field(default_factory=SamplingParams, description="Sampling hyperparameters.")
 
 
 class CreditStageSpec(Strict):
     enabled: bool = Field(True, description="Monte-Carlo per-step credit on the negatives (finds the first pits).")
+    active_deadline_seconds: int | None = Field(
+        None, ge=1, description="Job activeDeadlineSeconds: the stage fails when its Job runs longer (unset: no limit).",
+    )
     params: CreditParams = Field(default_factory=CreditParams, description="Credit-assignment hyperparameters.")
 
 
 class EvalStageSpec(Strict):
     enabled: bool = Field(True, description="Evaluate every produced policy on the test split.")
+    active_deadline_seconds: int | None = Field(
+        None, ge=1, description="Job activeDeadlineSeconds: the stage fails when its Job runs longer (unset: no limit).",
+    )
     max_questions: int | None = Field(None, ge=1, description="Use only the first N test questions.")
     split: Literal["test", "validation"] = Field(
         "test", description="Questions the policies are evaluated on: `validation` while choosing "
@@ -220,6 +232,11 @@ class SamplerSpec(Strict):
     extra_args: list[str] = Field(default_factory=list, description="More `vllm serve` arguments, appended as given.")
     shm_size: str = Field("8Gi", description="Size of the in-memory /dev/shm volume.")
     startup_timeout_s: int = Field(1800, ge=60, le=86400, description="Time allowed to load the model.")
+    client_wait_s: int = Field(
+        600, ge=10, le=86400,
+        description="How long a stage waits for its sampler's /health while the sampler is down (a restart, a "
+        "rolling update, a resume) before the stage fails; requests are resent once it is back.",
+    )
     resources: ResourceSpec = Field(default_factory=ResourceSpec, description="CPU and memory of each replica.")
     local_backend: Literal["auto", "vllm", "transformers"] = Field(
         "auto", description="`negrl run` only: serve policies with a local vLLM server, with transformers "
@@ -245,6 +262,17 @@ class TrainerSpec(Strict):
     zero_stage: Literal[0, 1, 2, 3] | None = Field(None, description="DeepSpeed ZeRO stage for every training stage.")
     precision: Literal["auto", "bf16", "fp32"] | None = Field(None, description="Precision for every training stage.")
     backoff_limit: int = Field(1, ge=0, le=100, description="Pod retries before a training Job fails.")
+    launcher: Literal["Job", "JobSet"] = Field(
+        "Job",
+        description="Job: an Indexed Job (+ headless Service) whose torchrun agents restart the group in place. "
+        "JobSet (needs the JobSet controller): a JobSet whose failurePolicy.maxRestarts recreates every pod of "
+        "the group when one fails (Kubeflow Trainer's convention).",
+    )
+    max_restarts: int = Field(
+        3, ge=0, le=100,
+        description="Multi-node: torchrun restarts of the whole worker group (c10d rendezvous) after a rank is lost; "
+        "the replacement pod rejoins and training resumes from the last checkpoint.",
+    )
     shm_size: str = Field("32Gi", description="Size of the in-memory /dev/shm volume.")
     resources: ResourceSpec = Field(default_factory=ResourceSpec, description="CPU and memory of each training pod.")
 
@@ -354,6 +382,18 @@ class ExperimentSpec(Checked):
     )
     sweep: SweepSpec = Field(default_factory=SweepSpec, description="|D_syn| sweep of the SFT baseline.")
     suspend: bool = Field(False, description="Scale samplers to zero, suspend running Jobs and start none.")
+    failure_policy: Literal["FailFast", "Continue"] = Field(
+        "FailFast",
+        description="FailFast: the first failed stage fails the experiment. Continue: stages that do not depend on "
+        "a failed stage (e.g. other seeds' branches) go on; the experiment ends Degraded (some policy evaluated) or "
+        "Failed, naming the failed stages.",
+    )
+    retry: int = Field(
+        0, ge=0,
+        description="Raise it (e.g. kubectl patch --type merge -p '{\"spec\":{\"retry\":1}}') to rerun the failed "
+        "stages: their Jobs are deleted and created again, finished stages are kept; also reopens a Failed or "
+        "Degraded experiment.",
+    )
 
     rules: ClassVar[tuple[CrossFieldRule, ...]] = (
         CrossFieldRule(
@@ -374,6 +414,15 @@ class ExperimentSpec(Checked):
             lambda s: s.stages.eval.split != "validation" or s.data.source.validation_size > 0
             or s.data.source.validation_path is not None,
         ),
+        # Transition rules (checked on update only): stages that ran or run keep what they read when
+        # they started, so a change to these would silently mix two experiments in one.
+        CrossFieldRule("self.storage == oldSelf.storage",
+                       "storage is immutable: finished stages' artifacts are there; create a new experiment",
+                       ".storage"),
+        CrossFieldRule("self.model == oldSelf.model",
+                       "model is immutable: stages already started from it; create a new experiment", ".model"),
+        CrossFieldRule("self.seeds == oldSelf.seeds",
+                       "seeds are immutable: each seed's branch is named after it; create a new experiment", ".seeds"),
     )
 
     @model_validator(mode="after")

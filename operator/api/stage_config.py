@@ -58,7 +58,12 @@ class ServerRef(Strict):
     model: str = Field(description="Model name the server serves (vLLM: the path or --served-model-name).")
     timeout_s: float = Field(300.0, gt=0, description="Per-request timeout.")
     max_concurrency: int = Field(64, ge=1, le=4096, description="Requests in flight at once.")
-    max_retries: int = Field(5, ge=0, le=20, description="Retries on connection errors, 5xx and 429.")
+    max_retries: int = Field(5, ge=0, le=20, description="Retries on timeouts, 500 and 429 of a server that is up.")
+    health_wait_s: float = Field(
+        300.0, gt=0, le=86400,
+        description="While the server is down (connection refused, 502/503/504: a restart or a rolling update), "
+        "wait up to this long for its /health before the stage fails.",
+    )
 
 
 class SamplingParams(Strict):

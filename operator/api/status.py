@@ -10,8 +10,8 @@ from pydantic import Field
 
 from negrl_operator.api.stage_config import Strict
 
-Phase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed"]
-TERMINAL_PHASES = ("Succeeded", "Failed")
+Phase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed", "Degraded"]
+TERMINAL_PHASES = ("Succeeded", "Failed", "Degraded")  # Degraded: failurePolicy Continue, some branches done
 StageState = Literal["Pending", "Waiting", "Running", "Succeeded", "Failed"]
 ConditionType = Literal["Ready", "Reconciling", "Stalled", "Progressing", "Degraded"]
 
@@ -81,11 +81,15 @@ class ExperimentResults(Strict):
 
 class ExperimentStatus(Strict):
     observed_generation: int = Field(0, description="metadata.generation last reconciled.")
-    phase: Phase = Field("Pending", description="Pending, Running, Suspended, Succeeded or Failed.")
+    phase: Phase = Field(
+        "Pending", description="Pending, Running, Suspended, Succeeded, Failed, or Degraded (failurePolicy Continue: "
+        "finished with some stages failed and some policies evaluated).",
+    )
     stage: str = Field("", description="Stages running now, comma-separated.")
     message: str = Field("", description="What the experiment waits for, or why it failed.")
     start_time: str | None = Field(None, description="When the first stage started (RFC 3339).")
-    finish_time: str | None = Field(None, description="When it reached Succeeded or Failed (RFC 3339).")
+    finish_time: str | None = Field(None, description="When it reached Succeeded, Failed or Degraded (RFC 3339).")
+    retry: int = Field(0, description="The spec.retry value last acted on (failed stages were reset for it).")
     stages: list[StageStatus] = Field(default_factory=list, description="Every stage of the graph, in order.")
     results: ExperimentResults = Field(default_factory=ExperimentResults, description="Accuracies and counts.")
     conditions: list[Condition] = Field(default_factory=list,

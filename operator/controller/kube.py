@@ -3,6 +3,7 @@ deletes, Job suspension, status patches and Events. Every request is counted."""
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -25,8 +26,11 @@ PATHS = {
     "Job": ("/apis/batch/v1", "jobs"), "Deployment": ("/apis/apps/v1", "deployments"),
     "Service": ("/api/v1", "services"), "ConfigMap": ("/api/v1", "configmaps"),
     "Event": ("/api/v1", "events"), KIND: (f"/apis/{API_VERSION}", PLURAL),
+    "JobSet": ("/apis/jobset.x-k8s.io/v1alpha2", "jobsets"),
 }
 APPLY, MERGE = "application/apply-patch+yaml", "application/merge-patch+json"
+WORKLOADS = "/apis/kueue.x-k8s.io/v1beta2/namespaces/{namespace}/workloads"
+JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"  # Kueue labels each Workload with its Job's uid
 
 
 def object_path(kind: str, namespace: str, name: str | None = None) -> str:
@@ -65,6 +69,28 @@ class Kube:
             raise ApiException.from_response(http_resp=response, body=response.data.decode(errors="replace"),
                                              data=None)
         return response.status
+
+    def get_json(self, path: str, query: list[tuple[str, str]] | None = None) -> dict:
+        request = self.api.param_serialize("GET", path, query_params=query or [],
+                                           header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
+        started = time.perf_counter()
+        try:
+            response = self.api.call_api(*request)
+            response.read()
+        finally:
+            self.on_request("GET", time.perf_counter() - started)
+        if not 200 <= response.status <= 299:
+            raise ApiException.from_response(http_resp=response, body=response.data.decode(errors="replace"),
+                                             data=None)
+        return json.loads(response.data)
+
+    def set_workload_active(self, namespace: str, job_uid: str, active: bool) -> None:
+        """Kueue's way to stop (evict and suspend) or resume a Job it manages: Workload spec.active."""
+        path = WORKLOADS.format(namespace=namespace)
+        found = self.get_json(path, [("labelSelector", f"{JOB_UID_LABEL}={job_uid}")])
+        for workload in found.get("items", []):
+            if (workload.get("spec") or {}).get("active", True) != active:
+                self.request("PATCH", f"{path}/{workload['metadata']['name']}", {"spec": {"active": active}}, MERGE)
 
     def apply(self, manifest: dict) -> None:
         meta = manifest["metadata"]
@@ -130,6 +156,10 @@ def apply_plan(kube: Kube, owner: Owner, plan: Plan, status_changed: bool, event
     calls = [lambda m=manifest: kube.apply(m) for manifest in plan.apply]
     calls += [lambda n=name, s=suspend: kube.merge_patch("Job", owner.namespace, n, {"spec": {"suspend": s}})
               for name, suspend in sorted(plan.suspend.items())]
+    calls += [lambda n=name, s=suspend: kube.merge_patch("JobSet", owner.namespace, n, {"spec": {"suspend": s}})
+              for name, suspend in sorted(plan.suspend_jobsets.items())]
+    calls += [lambda u=uid, a=active: kube.set_workload_active(owner.namespace, u, a)
+              for uid, active in sorted(plan.workloads_active.items())]
     calls += [lambda r=ref: kube.delete(r.kind, owner.namespace, r.name) for ref in plan.delete]
     status = [lambda: kube.merge_patch(KIND, owner.namespace, owner.name,
                                        {"status": plan.status.model_dump(mode="json", by_alias=True)}, "status")]

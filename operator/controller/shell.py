@@ -79,7 +79,8 @@ def observe(owner: Owner, jobs, deployments, others, pods, job_events=None) -> O
         jobs=own_jobs,
         deployments={d.name: d for d in deployments.get(key, []) if d.owner_uid == owner.uid},
         others={(c.kind, c.name): c for c in others.get(key, []) if c.owner_uid == owner.uid},
-        pods=tuple(pod for pod in pods.get(key, []) if pod.owner_uid in job_uids or (not pod.job and pod.policy)),
+        pods=tuple(pod for pod in pods.get(key, []) if pod.owner_uid in job_uids or (not pod.job and pod.policy)
+                   or (pod.job in own_jobs and own_jobs[pod.job].kind == "JobSet")),  # JobSet pods: owned by its Jobs
         job_events={name: found[-1] for name in own_jobs if (found := list(events.get((owner.namespace, name), ())))},
     )
 

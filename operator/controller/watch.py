@@ -30,6 +30,7 @@ from negrl_operator.reconcile.observation import (
     deployment_state,
     failed_create,
     job_state,
+    jobset_state,
     pod_report,
 )
 
@@ -48,6 +49,10 @@ def register_indices(registry: kopf.OperatorRegistry) -> None:
     @kopf.index("batch", "v1", "jobs", labels=MANAGED, registry=registry, id="negrl_jobs")
     def negrl_jobs(namespace, labels, body, **_):
         return {_key(namespace, labels): job_state(body)}
+
+    @kopf.index("jobset.x-k8s.io", "v1alpha2", "jobsets", labels=MANAGED, registry=registry, id="negrl_jobsets")
+    def negrl_jobsets(namespace, labels, body, **_):
+        return {_key(namespace, labels): jobset_state(body)}
 
     @kopf.index("apps", "v1", "deployments", labels=MANAGED, registry=registry, id="negrl_deployments")
     def negrl_deployments(namespace, labels, body, **_):
@@ -73,7 +78,7 @@ def register_indices(registry: kopf.OperatorRegistry) -> None:
 
 
 class _Merged:
-    """Services and ConfigMaps, read as one index."""
+    """Several indices read as one (Services and ConfigMaps; Jobs and JobSets)."""
 
     def __init__(self, *indices):
         self.indices = indices
@@ -113,7 +118,7 @@ def counting_login(on_request=None):
 # Server-side filters: the API server sends only our children (and Jobs' FailedCreate Events), so
 # unrelated Pods, ConfigMaps and Events of the watched namespaces never reach the operator.
 CHILD_RESOURCES = (("batch", "v1", "jobs"), ("apps", "v1", "deployments"), ("v1", "services"),
-                   ("v1", "configmaps"), ("v1", "pods"))
+                   ("v1", "configmaps"), ("v1", "pods"), ("jobset.x-k8s.io", "v1alpha2", "jobsets"))
 EVENT_SELECTOR = "involvedObject.kind=Job,reason=FailedCreate"
 
 
@@ -139,7 +144,8 @@ def build_registry(runtime: Runtime, on_request=None) -> kopf.OperatorRegistry:
 
     def indices(kwargs: dict) -> dict:
         merged = _Merged(kwargs["negrl_services"], kwargs["negrl_configmaps"])
-        return {"negrl_jobs": kwargs["negrl_jobs"], "negrl_deployments": kwargs["negrl_deployments"],
+        jobs = _Merged(kwargs["negrl_jobs"], kwargs["negrl_jobsets"])
+        return {"negrl_jobs": jobs, "negrl_deployments": kwargs["negrl_deployments"],
                 "negrl_children": merged, "negrl_pods": kwargs["negrl_pods"],
                 "negrl_job_events": kwargs["negrl_job_events"]}
 
@@ -183,7 +189,7 @@ def build_registry(runtime: Runtime, on_request=None) -> kopf.OperatorRegistry:
                 runtime.enqueue((namespace, name), "child")
         return on_child
 
-    for group_version_plural, kind in zip(CHILD_RESOURCES, ("Job", "Deployment", "Service", "ConfigMap", "Pod"),
+    for group_version_plural, kind in zip(CHILD_RESOURCES, ("Job", "Deployment", "Service", "ConfigMap", "Pod", "JobSet"),
                                           strict=True):
         kopf.on.event(*group_version_plural, registry=registry, id=f"{kind.lower()}-events")(child_event(kind))
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from negrl_operator.api.status import Condition, ExperimentStatus, StageStatus
 
 RETRY_PREFIX = "retrying after"
+RETRY_REQUESTED = "retry requested"  # spec.retry reset a failed stage
+QUEUED_PREFIX = "queued"  # a Kueue-managed Job not admitted yet
 
 
 @dataclass(frozen=True)
@@ -43,11 +45,15 @@ def conditions(status: ExperimentStatus, old: ExperimentStatus, generation: int,
     Ready) and the older Progressing/Degraded pair, each with a machine-readable reason."""
     phase, message = status.phase, status.message
     retrying = [s for s in status.stages if s.state == "Running" and s.message.startswith(RETRY_PREFIX)]
-    degraded_reason = "StageFailed" if phase == "Failed" else ("PodFailed" if retrying else "AsExpected")
-    degraded_message = message if phase == "Failed" else "; ".join(f"{s.name}: {s.message}" for s in retrying)
-    if retrying and phase != "Failed" and retrying[0].reason not in ("", "PodFailed"):
+    failed_any = any(s.state == "Failed" for s in status.stages)  # failurePolicy Continue: before the end too
+    degraded_reason = "StageFailed" if failed_any else ("PodFailed" if retrying else "AsExpected")
+    degraded_message = message if failed_any else "; ".join(f"{s.name}: {s.message}" for s in retrying)
+    if retrying and not failed_any and retrying[0].reason not in ("", "PodFailed"):
         degraded_reason = retrying[0].reason  # OOMKilled, Evicted
     progressing_reason = {"Pending": "Waiting", "Running": "StagesRunning"}.get(phase, phase)
+    active = [s for s in status.stages if s.state in ("Running", "Waiting")]
+    if phase == "Running" and active and all(s.message.startswith(QUEUED_PREFIX) for s in active):
+        progressing_reason = "Queued"
     # A failure's text is said once, in Degraded (and status.message); the others point there.
     ended = f"stage {status.stage} failed (see Degraded)" if phase == "Failed" else message
     progressing_message = f"running: {status.stage}" if status.stage and phase == "Running" else ended
@@ -119,6 +125,7 @@ def _stage_event(old: StageStatus | None, new: StageStatus) -> EventRecord | Non
 
 PHASE_EVENTS = {
     "Succeeded": ("Normal", "Succeeded"), "Failed": ("Warning", "Failed"), "Suspended": ("Normal", "Suspended"),
+    "Degraded": ("Warning", "Degraded"),
 }
 
 
@@ -134,4 +141,6 @@ def events(old: ExperimentStatus, new: ExperimentStatus) -> list[EventRecord]:
             result.append(EventRecord(kind, reason, f"experiment {new.phase.lower()}: {text}"))
         elif old.phase == "Suspended":
             result.append(EventRecord("Normal", "Resumed", "experiment resumed"))
+        elif old.phase in ("Failed", "Degraded"):
+            result.append(EventRecord("Normal", "Retrying", f"experiment reopened for retry {new.retry}"))
     return result

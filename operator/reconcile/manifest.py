@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from negrl_operator.api.exit_code import CONFIG_ERROR
 from negrl_operator.api.experiment import API_VERSION, KIND, ExperimentSpec, SchedulingSpec
 from negrl_operator.api.stage_config import STAGE_CONFIG_PATH, StageBase
 from negrl_operator.reconcile.graph import StageNode
@@ -22,6 +23,7 @@ from negrl_operator.reconcile.observation import (
     MANAGED_BY_LABEL,
     MANAGER,
     POLICY_LABEL,
+    QUEUE_LABEL,
     STAGE_LABEL,
 )
 
@@ -29,10 +31,12 @@ MAX_NAME = 52  # leaves room for the "-<index>-<random>" suffixes of pod names
 COMPONENT = {"prepare": "data", "train": "trainer", "sample": "rollout", "credit": "rollout",
              "pairs": "rollout", "evaluate": "eval"}
 SHARDED_KINDS = ("sample", "credit")
-QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 METRICS_PORT = 9090
 MASTER_PORT = 29500
 STORAGE_VOLUME, CONFIG_VOLUME = "storage", "stage-config"
+# The stage spec whose activeDeadlineSeconds applies to each role (data-only roles have none).
+DEADLINE_OF = {"sft": "sft", "rft": "rft", "step-dpo": "step_dpo", "outcome-dpo": "outcome_dpo",
+               "sample": "sampling", "credit": "credit", "eval": "eval"}
 
 
 @dataclass(frozen=True)
@@ -159,11 +163,19 @@ RESTRICTED_CONTAINER = {
 }
 
 
+# GPU containers: no privilege escalation, no capabilities, the runtime's seccomp profile; the root
+# filesystem stays writable (CUDA, Triton and torch.compile write caches under $HOME).
+GPU_CONTAINER = {
+    "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
 def restricted_pod(user: int) -> dict:
-    """Pod Security `restricted`: for every pod that needs no GPU driver."""
+    """Pod Security `restricted`: for every pod that needs no GPU driver. OnRootMismatch: the volume's
+    ownership is changed only when its root is not already the group's, not on every pod start."""
     return {
         "runAsNonRoot": True, "runAsUser": user, "runAsGroup": user, "fsGroup": user,
-        "seccompProfile": {"type": "RuntimeDefault"},
+        "fsGroupChangePolicy": "OnRootMismatch", "seccompProfile": {"type": "RuntimeDefault"},
     }
 
 
@@ -174,17 +186,40 @@ def pod_metadata(pod_labels: dict[str, str], spec: SchedulingSpec) -> dict:
     return meta
 
 
-def _job(owner: Owner, node: StageNode, name: str, pod: dict, count: int, backoff: int, placement: SchedulingSpec
-         ) -> dict:
+def pod_failure_policy(container: str) -> dict:
+    """A drained, preempted or evicted pod (DisruptionTarget) is not a failure: it is recreated
+    without spending the backoff limit. An invalid config (exit CONFIG_ERROR) fails the Job at once:
+    no retry can fix it."""
+    return {"rules": [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        {"action": "FailJob", "onExitCodes": {"containerName": container, "operator": "In", "values": [CONFIG_ERROR]}},
+    ]}
+
+
+def active_deadline(spec: ExperimentSpec, node: StageNode) -> int | None:
+    stage = DEADLINE_OF.get(node.role)
+    return getattr(spec.stages, stage).active_deadline_seconds if stage else None
+
+
+def _job(owner: Owner, spec: ExperimentSpec, node: StageNode, name: str, pod: dict, count: int, backoff: int,
+         placement: SchedulingSpec, per_index: bool = False) -> dict:
+    """An Indexed Job. `per_index`: each shard has its own backoff limit (one flaky shard does not
+    spend the others' retries) and the Job fails as soon as one shard has spent its own."""
     pod_labels = labels(owner, COMPONENT[node.kind], node.name)
+    limits = {"backoffLimitPerIndex": backoff, "maxFailedIndexes": 0} if per_index else {"backoffLimit": backoff}
+    job_spec = {
+        "completionMode": "Indexed", "completions": count, "parallelism": count, **limits,
+        "podFailurePolicy": pod_failure_policy(pod["containers"][0]["name"]),
+        "template": {"metadata": pod_metadata(pod_labels, placement),
+                     "spec": {"restartPolicy": "Never", **pod, **scheduling(placement)}},
+    }
+    if (deadline := active_deadline(spec, node)) is not None:
+        job_spec["activeDeadlineSeconds"] = deadline
+    if placement.queue_name:
+        job_spec["suspend"] = True  # created suspended, as Kueue expects: Kueue unsuspends it on admission
     return with_hash({
         "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": metadata(owner, name, {**pod_labels, **queue_labels(placement)}),
-        "spec": {
-            "completionMode": "Indexed", "completions": count, "parallelism": count, "backoffLimit": backoff,
-            "template": {"metadata": pod_metadata(pod_labels, placement),
-                         "spec": {"restartPolicy": "Never", **pod, **scheduling(placement)}},
-        },
+        "metadata": metadata(owner, name, {**pod_labels, **queue_labels(placement)}), "spec": job_spec,
     })
 
 
@@ -211,7 +246,8 @@ def stage_job(owner: Owner, spec: ExperimentSpec, node: StageNode) -> dict:
         "containers": [container], "securityContext": restricted_pod(spec.worker.run_as_user),
         "volumes": _volumes(spec, owner, node) + [{"name": "tmp", "emptyDir": {}}],
     }
-    return _job(owner, node, job_name(owner.name, node), pod, shards, spec.worker.backoff_limit, spec.scheduling.worker)
+    return _job(owner, spec, node, job_name(owner.name, node), pod, shards, spec.worker.backoff_limit,
+                spec.scheduling.worker, per_index=node.kind in SHARDED_KINDS)
 
 
 def _mounts(spec: ExperimentSpec) -> list[dict]:
@@ -229,26 +265,31 @@ def trainer_service_name(owner: str, node: StageNode) -> str:
     return child_name(owner, "trainer", node.name, "hl")
 
 
-def torchrun_command(spec: ExperimentSpec, master: str) -> list[str]:
+def torchrun_command(spec: ExperimentSpec, master: str, run_id: str) -> list[str]:
+    """Single node: --standalone. Several: torchrun's c10d rendezvous hosted at pod 0's stable DNS
+    name (no static node rank), with `maxRestarts` restarts of the worker group; under the JobSet
+    launcher every pod is new after a failure and the workers resume from the last checkpoint. (An
+    in-place rejoin of one replaced pod under a plain Job is not verified; see the README.)"""
     nodes, procs = spec.trainer.nodes, max(1, spec.trainer.gpus_per_node)
     launch = ["torchrun", f"--nproc-per-node={procs}"]
     if nodes == 1:
         launch.append("--standalone")
     else:
-        launch += [f"--nnodes={nodes}", "--node-rank=$(JOB_COMPLETION_INDEX)", f"--master-addr={master}",
-                   f"--master-port={MASTER_PORT}"]
+        launch += [f"--nnodes={nodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={master}:{MASTER_PORT}",
+                   f"--rdzv-id={run_id}", f"--max-restarts={spec.trainer.max_restarts}"]
     return [*launch, "-m", "negrl_operator.cli", "train", "--config", STAGE_CONFIG_PATH]
 
 
 def trainer_job(owner: Owner, spec: ExperimentSpec, node: StageNode) -> dict:
     """DeepSpeed through torchrun: one pod with N GPUs, or an Indexed Job of `nodes` pods whose index 0
-    is the rendezvous master, reached through the headless Service (pod hostname + subdomain)."""
+    hosts the c10d rendezvous, reached through the headless Service (pod hostname + subdomain). A
+    lost pod is replaced by the Job (trainer.backoffLimit) and rejoins; see torchrun_command."""
     trainer, name = spec.trainer, job_name(owner.name, node)
     service = trainer_service_name(owner.name, node)
     master = f"{name}-0.{service}.{owner.namespace}.svc"
     container = {
         "name": "trainer", "image": trainer.image or spec.worker.image,
-        "command": torchrun_command(spec, master),
+        "command": torchrun_command(spec, master, name),
         "env": [_index_env(), {"name": "HOME", "value": "/tmp"}, *common_env(spec), *tracking_env(spec)],
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT}, {"name": "rendezvous", "containerPort": MASTER_PORT}],
         "resources": resources(trainer.resources, trainer.gpus_per_node), "securityContext": RESTRICTED_CONTAINER,
@@ -261,7 +302,44 @@ def trainer_job(owner: Owner, spec: ExperimentSpec, node: StageNode) -> dict:
     }
     if trainer.nodes > 1:
         pod["subdomain"] = service
-    return _job(owner, node, name, pod, trainer.nodes, trainer.backoff_limit, spec.scheduling.trainer)
+    return _job(owner, spec, node, name, pod, trainer.nodes, trainer.backoff_limit, spec.scheduling.trainer)
+
+
+JOBSET_REPLICA = "node"  # the JobSet's one replicated Job: an Indexed Job of trainer.nodes pods
+
+
+def jobset_master(owner: Owner, name: str) -> str:
+    """Pod 0 of the JobSet's Job: JobSet names it <jobset>-<replicatedJob>-<job>-<pod> in the JobSet's
+    own headless Service (network.enableDNSHostnames)."""
+    return f"{name}-{JOBSET_REPLICA}-0-0.{name}.{owner.namespace}.svc"
+
+
+def trainer_jobset(owner: Owner, spec: ExperimentSpec, node: StageNode) -> dict:
+    """The training Job inside a JobSet: when a pod fails its Job fails (backoffLimit 0) and the
+    JobSet recreates the whole group, up to trainer.maxRestarts times; a config error (the Job failed
+    by its podFailurePolicy) fails the JobSet at once."""
+    job = trainer_job(owner, spec, node)
+    name = job["metadata"]["name"]
+    pod = job["spec"]["template"]["spec"]
+    pod.pop("subdomain", None)  # JobSet sets hostname and subdomain itself
+    pod["containers"][0]["command"] = torchrun_command(spec, jobset_master(owner, name), name)
+    job_spec = {**job["spec"], "backoffLimit": 0}
+    job_spec.pop("suspend", None)
+    labels_ = {k: v for k, v in job["metadata"]["labels"].items() if k != QUEUE_LABEL}
+    jobset_spec: dict = {  # defaults spelled out: they do not depend on JobSet's defaulting webhook
+        "network": {"enableDNSHostnames": True, "publishNotReadyAddresses": True},
+        "successPolicy": {"operator": "All"}, "startupPolicy": {"startupPolicyOrder": "AnyOrder"},
+        "failurePolicy": {"maxRestarts": spec.trainer.max_restarts, "rules": [
+            {"name": "config-error", "action": "FailJobSet", "onJobFailureReasons": ["PodFailurePolicy"]}]},
+        "replicatedJobs": [{"name": JOBSET_REPLICA, "replicas": 1, "template": {
+            "metadata": {"labels": labels_}, "spec": job_spec}}],
+    }
+    if spec.scheduling.trainer.queue_name:
+        jobset_spec["suspend"] = True  # as for Jobs: Kueue admits and unsuspends it
+    return with_hash({
+        "apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet",
+        "metadata": {**job["metadata"], "annotations": {}}, "spec": jobset_spec,
+    })
 
 
 def trainer_service(owner: Owner, node: StageNode) -> dict:
@@ -279,6 +357,8 @@ def trainer_service(owner: Owner, node: StageNode) -> dict:
 
 def stage_children(owner: Owner, spec: ExperimentSpec, node: StageNode, config: StageBase) -> list[dict]:
     """What a started stage needs: its ConfigMap, its Job and (multi-node training) its Service."""
+    if node.kind == "train" and spec.trainer.launcher == "JobSet":
+        return [config_map(owner, node, config), trainer_jobset(owner, spec, node)]
     if node.kind == "train":
         extra = [trainer_service(owner, node)] if spec.trainer.nodes > 1 else []
         return [config_map(owner, node, config), *extra, trainer_job(owner, spec, node)]

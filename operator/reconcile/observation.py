@@ -24,6 +24,8 @@ INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 # Container waiting reasons that do not clear by themselves (a kubelet's names).
 STUCK_WAITING = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CrashLoopBackOff",
                  "CreateContainerConfigError", "CreateContainerError")
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+JOBSET_LABEL = "jobset.sigs.k8s.io/jobset-name"
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class JobState:
     completion_time: str | None = None
     owner_uid: str = ""
     uid: str = ""
+    queue: str = ""  # Kueue LocalQueue: Kueue, not the operator, owns this Job's spec.suspend
+    kind: str = "Job"  # or JobSet (trainer.launcher); failed_pods then counts group restarts
     created: str | None = None
 
 
@@ -128,6 +132,26 @@ def job_state(body: dict) -> JobState:
         completions=int(spec.get("completions") or 1),
         completion_time=status.get("completionTime"), owner_uid=_owner_uid(meta), uid=meta.get("uid", ""),
         created=meta.get("creationTimestamp"),
+        queue=(meta.get("labels") or {}).get(QUEUE_LABEL, ""),
+    )
+
+
+def jobset_state(body: dict) -> JobState:
+    """A JobSet as a JobState: terminal when its terminalState is set; restarts count as failures."""
+    meta, spec, status = body.get("metadata", {}), body.get("spec", {}), body.get("status") or {}
+    terminal = status.get("terminalState", "")
+    failed = _condition(status, "Failed")
+    jobs = spec.get("replicatedJobs") or [{}]
+    pods = sum(int(j.get("replicas") or 1) * int((j.get("template") or {}).get("spec", {}).get("completions") or 1)
+               for j in jobs)
+    completed = _condition(status, "Completed")
+    return JobState(
+        name=meta["name"], stage=(meta.get("labels") or {}).get(STAGE_LABEL, ""), kind="JobSet",
+        complete=terminal == "Completed" or completed is not None, failed=terminal == "Failed" or failed is not None,
+        failure_message=(failed or {}).get("message", ""), failed_pods=int(status.get("restarts") or 0),
+        suspended=bool(spec.get("suspend")), completions=pods,
+        completion_time=(completed or {}).get("lastTransitionTime"), owner_uid=_owner_uid(meta),
+        uid=meta.get("uid", ""), queue=(meta.get("labels") or {}).get(QUEUE_LABEL, ""), created=meta.get("creationTimestamp"),
     )
 
 
@@ -162,7 +186,7 @@ def pod_report(body: dict) -> PodReport:
         terminated = (container.get("state") or {}).get("terminated") or terminated
     labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
     return PodReport(
-        name=meta["name"], job=labels.get(JOB_NAME_LABEL) or labels.get("job-name", ""),
+        name=meta["name"], job=labels.get(JOBSET_LABEL) or labels.get(JOB_NAME_LABEL) or labels.get("job-name", ""),
         index=int(annotations.get(INDEX_ANNOTATION, labels.get(INDEX_ANNOTATION, 0)) or 0),
         phase=status.get("phase", "Pending"), message=terminated.get("message"),
         exit_code=terminated.get("exitCode"), finished_at=terminated.get("finishedAt"),

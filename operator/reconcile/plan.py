@@ -10,8 +10,16 @@ Rules:
   the samplers, which are re-applied whenever their rendering changes).
 - A sampler exists exactly while some runnable stage samples its policy; others are deleted.
 - `suspend`: samplers scale to zero, running Jobs are suspended, no Job is created.
-- Succeeded and Failed are terminal: no child is created again; samplers and still-active Jobs are
-  deleted.
+- Kueue: a Job with a LocalQueue is created suspended and its spec.suspend is never touched (Kueue
+  unsuspends it on admission); `suspend` deactivates its Workload instead (Kueue's supported way),
+  and a queued Job's stage waits with a message saying so.
+- Succeeded, Failed and Degraded are terminal: no child is created again; samplers and still-active
+  Jobs are deleted.
+- `failurePolicy: FailFast`: a failed stage fails the experiment. `Continue`: stages that need no
+  failed stage (directly or not) go on; at the end the experiment is Degraded if some policy was
+  evaluated, else Failed; the failed and the skipped stages are named in its message.
+- `spec.retry` above `status.retry`: failed stages go back to Pending (a terminal experiment
+  reopens); each failed Job is deleted, and its stage starts again once the Job is gone.
 - A stage that does not progress says why with a reason (a stuck pod's ImagePullBackOff,
   Unschedulable, ..., a Job's FailedCreate, a retried pod's OOMKilled/Evicted, SamplerNotReady) and
   since when; condition.py turns the reasons into kstatus conditions and Events.
@@ -34,7 +42,14 @@ from negrl_operator.api.status import (
     rfc3339,
 )
 from negrl_operator.api.termination import shorten
-from negrl_operator.reconcile.condition import RETRY_PREFIX, EventRecord, conditions, events
+from negrl_operator.reconcile.condition import (
+    QUEUED_PREFIX,
+    RETRY_PREFIX,
+    RETRY_REQUESTED,
+    EventRecord,
+    conditions,
+    events,
+)
 from negrl_operator.reconcile.graph import (
     StageNode,
     policies_to_serve,
@@ -64,6 +79,9 @@ class Plan:
     apply: list[dict] = field(default_factory=list)  # server-side apply, in order
     delete: list[ChildRef] = field(default_factory=list)
     suspend: dict[str, bool] = field(default_factory=dict)  # Job name -> spec.suspend to set
+    suspend_jobsets: dict[str, bool] = field(default_factory=dict)  # the same for JobSets (trainer.launcher)
+    # Kueue-managed Job uid -> whether its Workload should be active (Kueue's way to stop and resume it)
+    workloads_active: dict[str, bool] = field(default_factory=dict)
     status: ExperimentStatus = field(default_factory=ExperimentStatus)
     events: list[EventRecord] = field(default_factory=list)
     requeue_after: float | None = None
@@ -72,26 +90,33 @@ class Plan:
 def plan(owner: Owner, generation: int, spec: ExperimentSpec, status: ExperimentStatus, observed: Observed,
          now: datetime) -> Plan:
     nodes, root = stage_graph(spec), artifact_root(spec, owner, status)
+    recorded = status
+    if spec.retry > status.retry:
+        status = _reopen(status, spec.retry)
     if status.phase in TERMINAL_PHASES:
         return _finish(owner, generation, status, status, observed, now)
     result = Plan()
     stages = [_observe(node, status.stage_named(node.name), observed, owner, root, now, result) for node in nodes]
     done = {stage.name for stage in stages if stage.state == "Succeeded"}
-    serve = policies_to_serve(nodes, done)
-    if not any(stage.state == "Failed" for stage in stages) and len(done) < len(nodes):
+    failed = {stage.name for stage in stages if stage.state == "Failed"}
+    blocked = _blocked(nodes, failed)
+    serve = policies_to_serve([node for node in nodes if node.name not in failed], done)
+    if (not failed or spec.failure_policy == "Continue") and len(done) < len(nodes):
         stages = _start(owner, spec, nodes, stages, done, serve, observed, root, now, result)
         _reconcile_samplers(owner, spec, serve, observed, root, result)
-        result.suspend = {
-            job.name: spec.suspend for job in observed.jobs.values()
-            if not (job.complete or job.failed) and job.suspended != spec.suspend
-        }
-    new = _status(status, stages, spec, nodes, now)
+        active = [job for job in observed.jobs.values() if not (job.complete or job.failed)]
+        flip = [job for job in active if not job.queue and job.suspended != spec.suspend]
+        result.suspend = {job.name: spec.suspend for job in flip if job.kind == "Job"}
+        result.suspend_jobsets = {job.name: spec.suspend for job in flip if job.kind == "JobSet"}
+        result.workloads_active = {job.uid: not spec.suspend for job in active
+                                   if job.queue and (spec.suspend or job.suspended)}
+    new = _status(status, stages, spec, nodes, now, blocked)
     names = {node.name for node in nodes}
-    result.delete += [ChildRef("Job", job.name) for job in observed.jobs.values() if job.stage not in names]
+    result.delete += [ChildRef(job.kind, job.name) for job in observed.jobs.values() if job.stage not in names]
     if new.phase in TERMINAL_PHASES:
         return _finish(owner, generation, status, new, observed, now)
     result.status = _with_conditions(new, status, generation, now)
-    result.events = events(status, result.status)
+    result.events = events(recorded, result.status)
     return result
 
 
@@ -115,6 +140,9 @@ def _observe(node: StageNode, recorded: StageStatus | None, observed: Observed, 
     job = observed.jobs.get(name)
     if job is None:
         return stage.model_copy(update={"state": "Pending"})
+    if job.failed and stage.message.startswith(RETRY_REQUESTED):
+        result.delete.append(ChildRef(job.kind, name))  # the stage starts again once this Job is gone
+        return stage.model_copy(update={"state": "Waiting", "message": f"{RETRY_REQUESTED}: deleting failed Job {name}"})
     pods = observed.pods_of(name)
     if job.complete:
         return _completed(stage, node, job, observed, now, result)
@@ -124,6 +152,9 @@ def _observe(node: StageNode, recorded: StageStatus | None, observed: Observed, 
                       "JobFailed")
         return stage.model_copy(update={"state": "Failed", "finish_time": rfc3339(now), "message": message,
                                         "reason": reason, "since": rfc3339(now)})
+    if job.queue and job.suspended and not job.failed_pods:  # Kueue, not the operator, unsuspends it
+        queued = f"{QUEUED_PREFIX} in Kueue LocalQueue {job.queue}: not admitted yet (quota or a free flavor)"
+        return stage.model_copy(update={"state": "Waiting", "message": queued, "reason": "", "since": None})
     reason, message = _running_problem(job, pods, observed)
     return _reasoned(stage.model_copy(update={"state": "Running", "start_time": stage.start_time or rfc3339(now)}),
                      reason, message, now)
@@ -179,7 +210,7 @@ def _start(owner: Owner, spec: ExperimentSpec, nodes: list[StageNode], stages: l
         elif node.serves and node.serves not in ready:
             updated.append(_waiting(stage, owner, node.serves, observed, now))
         else:
-            server = server_ref(owner, node.serves) if node.serves else None
+            server = server_ref(owner, node.serves, spec.sampler.client_wait_s) if node.serves else None
             config = stage_config(spec, node, root, server, experiment=owner.name, metrics_port=METRICS_PORT)
             result.apply += stage_children(owner, spec, node, config)
             updated.append(stage.model_copy(update={"state": "Running", "message": "", "reason": "", "since": None,
@@ -229,10 +260,33 @@ def _hash(manifest: dict) -> str:
     return manifest["metadata"]["annotations"]["negrl.io/spec-hash"]
 
 
-def _phase(stages: list[StageStatus], spec: ExperimentSpec, started: bool) -> Phase:
+def _reopen(status: ExperimentStatus, retry: int) -> ExperimentStatus:
+    """spec.retry was raised: failed stages go back to Pending; a terminal experiment runs again."""
+    stages = [stage.model_copy(update={"state": "Pending", "message": f"{RETRY_REQUESTED} ({retry})",
+                                       "finish_time": None})
+              if stage.state == "Failed" else stage for stage in status.stages]
+    phase = "Running" if status.phase in TERMINAL_PHASES else status.phase
+    return status.model_copy(update={"stages": stages, "retry": retry, "phase": phase, "finish_time": None})
+
+
+def _blocked(nodes: list[StageNode], failed: set[str]) -> set[str]:
+    """Stages that need a failed stage, directly or through others (nodes come dependencies first)."""
+    blocked: set[str] = set()
+    for node in nodes:
+        if any(need in failed or need in blocked for need in node.needs):
+            blocked.add(node.name)
+    return blocked
+
+
+def _phase(stages: list[StageStatus], spec: ExperimentSpec, started: bool, blocked: set[str]) -> Phase:
     if any(stage.state == "Failed" for stage in stages):
-        return "Failed"
-    if all(stage.state == "Succeeded" for stage in stages):
+        if spec.failure_policy == "FailFast":
+            return "Failed"
+        if not any(s.state in ("Running", "Waiting") or (s.state == "Pending" and s.name not in blocked)
+                   for s in stages):
+            evaluated = any(s.kind == "evaluate" and s.state == "Succeeded" for s in stages)
+            return "Degraded" if evaluated else "Failed"
+    elif all(stage.state == "Succeeded" for stage in stages):
         return "Succeeded"
     if spec.suspend:
         return "Suspended"
@@ -245,21 +299,32 @@ def _headline(error: str) -> str:
 
 
 def _status(old: ExperimentStatus, stages: list[StageStatus], spec: ExperimentSpec, nodes: list[StageNode],
-            now: datetime) -> ExperimentStatus:
-    phase = _phase(stages, spec, old.start_time is not None)
+            now: datetime, blocked: set[str]) -> ExperimentStatus:
+    phase = _phase(stages, spec, old.start_time is not None, blocked)
     running = [s.name for s in stages if s.state == "Running"] or [s.name for s in stages if s.state == "Waiting"]
     failed = [s for s in stages if s.state == "Failed"]
-    message = f"stage {failed[0].name} failed: {_headline(failed[0].message)}" if failed else ""
+    message = _failure_message(failed, stages, blocked, spec.failure_policy == "Continue") if failed else ""
     if not message and phase != "Succeeded":
-        blocked = (s for s in stages if s.state == "Waiting" or (s.state == "Running" and s.reason))
-        message = next((f"{s.name}: {s.message}" for s in blocked), "")
+        waiting = (s for s in stages if s.state == "Waiting" or (s.state == "Running" and s.reason))
+        message = next((f"{s.name}: {s.message}" for s in waiting), "")
     policy_of = {node.name: node.serves for node in nodes if node.role == "eval"}  # not eval-train
+    shown = failed if phase in TERMINAL_PHASES or not running else []
     return old.model_copy(update={
-        "phase": phase, "stage": ",".join(s.name for s in failed) if failed else ",".join(running),
+        "phase": phase, "stage": ",".join(s.name for s in shown) if shown else ",".join(running),
         "message": message, "stages": stages, "results": results(stages, policy_of),
-        "start_time": old.start_time or (rfc3339(now) if phase in ("Running", "Failed", "Succeeded") else None),
+        "start_time": old.start_time or (rfc3339(now) if phase in ("Running", *TERMINAL_PHASES) else None),
         "finish_time": (old.finish_time or rfc3339(now)) if phase in TERMINAL_PHASES else None,
     })
+
+
+def _failure_message(failed: list[StageStatus], stages: list[StageStatus], blocked: set[str], named: bool) -> str:
+    """The first failure's message; with failurePolicy Continue also every failed and skipped stage."""
+    message = f"stage {failed[0].name} failed: {_headline(failed[0].message)}"
+    if not named:
+        return message
+    skipped = [s.name for s in stages if s.name in blocked and s.state == "Pending"]
+    names = f"failed: {', '.join(s.name for s in failed)}"
+    return f"{names}; not run (they need a failed stage): {', '.join(skipped) or 'none'}; {message}"
 
 
 def _with_conditions(new: ExperimentStatus, old: ExperimentStatus, generation: int, now: datetime) -> ExperimentStatus:
@@ -272,7 +337,7 @@ def _finish(owner: Owner, generation: int, old: ExperimentStatus, new: Experimen
     """Terminal: nothing is created; samplers and active Jobs go (their GPUs are no longer needed)."""
     if old.phase in TERMINAL_PHASES:
         new = old
-    active = [job.name for job in observed.jobs.values() if not (job.complete or job.failed)]
-    delete = [ChildRef("Job", name) for name in sorted(active)] + _unneeded_samplers(owner, [], observed)
+    active = sorted((job.name, job.kind) for job in observed.jobs.values() if not (job.complete or job.failed))
+    delete = [ChildRef(kind, name) for name, kind in active] + _unneeded_samplers(owner, [], observed)
     status = _with_conditions(new, old, generation, now)
     return Plan(delete=delete, status=status, events=events(old, status))

@@ -7,6 +7,7 @@ from negrl_operator.api.experiment import ExperimentSpec
 from negrl_operator.api.stage_config import ServerRef
 from negrl_operator.reconcile.graph import BASE_POLICY
 from negrl_operator.reconcile.manifest import (
+    GPU_CONTAINER,
     STORAGE_VOLUME,
     Owner,
     child_name,
@@ -35,9 +36,9 @@ def sampler_name(owner: str, policy: str) -> str:
     return child_name(owner, "sampler", policy)
 
 
-def server_ref(owner: Owner, policy: str) -> ServerRef:
+def server_ref(owner: Owner, policy: str, health_wait_s: float = 600.0) -> ServerRef:
     host = f"{sampler_name(owner.name, policy)}.{owner.namespace}.svc"
-    return ServerRef(base_url=f"http://{host}:{PORT}/v1", model=policy)
+    return ServerRef(base_url=f"http://{host}:{PORT}/v1", model=policy, health_wait_s=health_wait_s)
 
 
 def sampler_gpus(spec: ExperimentSpec) -> int:
@@ -90,7 +91,7 @@ def sampler_deployment(owner: Owner, spec: ExperimentSpec, policy: str, model_pa
         "resources": resources(sampler.resources, sampler_gpus(spec)),
         "startupProbe": _probe("/health", 10, max(1, sampler.startup_timeout_s // 10)),
         "readinessProbe": _probe("/health", 5, 3),
-        "livenessProbe": _probe("/health", 15, 4),
+        "livenessProbe": _probe("/health", 15, 4), "securityContext": GPU_CONTAINER,
         "volumeMounts": [
             {"name": STORAGE_VOLUME, "mountPath": spec.storage.mount_path},
             {"name": "dshm", "mountPath": "/dev/shm"},
@@ -109,6 +110,8 @@ def sampler_deployment(owner: Owner, spec: ExperimentSpec, policy: str, model_pa
                 "spec": {
                     "containers": [container], "volumes": [storage_volume(spec), shm_volume(sampler.shm_size)],
                     "terminationGracePeriodSeconds": 30, **scheduling(spec.scheduling.sampler),
+                    # The upstream vLLM image runs as root (its caches live under /root): no runAsNonRoot.
+                    "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
                 },
             },
         },

@@ -4,6 +4,11 @@ Plain completions, not chat: rollouts continue a prompt plus a prefix of a respo
 Concurrency is bounded by a semaphore; connection errors, timeouts, 5xx and 429 are retried with a
 capped exponential back-off; any other 4xx is the caller's fault and raised at once. Token counts
 come from the response's `usage`.
+
+A server that is down (connection refused or reset, 502/503/504: a restart, a rolling update, a
+resume from zero replicas) is not charged to the retry count: the client waits for the server's
+`/health` to answer 200, up to a time budget (`health_wait_s`) per outage, then resends. One poller
+serves every request in flight, so a restart costs one probe stream, not one per request.
 """
 
 from __future__ import annotations
@@ -24,7 +29,11 @@ class CompletionError(RuntimeError):
 
 
 class ServerUnavailable(CompletionError):
-    """Connection errors, timeouts, 5xx or 429 on every attempt of the retry budget."""
+    """Connection errors, timeouts, 5xx or 429 on every attempt of the retry budget, or a server
+    whose /health did not come back within the health-wait budget."""
+
+
+DOWN_STATUSES = (502, 503, 504)  # what a proxy or a starting vLLM answers while no engine serves
 
 
 class CompletionRequest(BaseModel):
@@ -104,13 +113,16 @@ class CompletionClient:
     def __init__(
         self, base_url: str, model: str, *, timeout_s: float = 300.0, max_concurrency: int = 64,
         max_retries: int = 5, backoff_base_s: float = 0.5, backoff_cap_s: float = 10.0,
-        extra_body: dict | None = None,
+        health_wait_s: float = 300.0, health_poll_s: float = 1.0, extra_body: dict | None = None,
         on_request: Callable[[float, Completion], None] | None = None,
         on_error: Callable[[str], None] | None = None,
     ):
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.max_retries = max_retries
+        self.health_wait_s, self.health_poll_s = health_wait_s, health_poll_s
+        self._recovery: asyncio.Task | None = None
+        self._recovered_at = -1.0  # monotonic time the last outage ended
         self.backoff_base_s, self.backoff_cap_s = backoff_base_s, backoff_cap_s
         self.extra_body = dict(extra_body or {})
         self.on_request, self.on_error = on_request, on_error
@@ -122,7 +134,8 @@ class CompletionClient:
     @classmethod
     def for_server(cls, server: ServerRef, **kwargs) -> CompletionClient:
         return cls(server.base_url, server.model, timeout_s=server.timeout_s,
-                   max_concurrency=server.max_concurrency, max_retries=server.max_retries, **kwargs)
+                   max_concurrency=server.max_concurrency, max_retries=server.max_retries,
+                   health_wait_s=server.health_wait_s, **kwargs)
 
     async def __aenter__(self) -> CompletionClient:
         return self
@@ -158,33 +171,77 @@ class CompletionClient:
         return completion
 
     async def post_json(self, url: str, body: dict) -> dict:
-        """POST with retries; returns the decoded JSON answer."""
+        """POST with retries; returns the decoded JSON answer. Errors of a healthy server count
+        against `max_retries`; an outage waits for /health (see the module docstring) instead."""
         started = time.monotonic()
-        last = "no attempt made"
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                await asyncio.sleep(backoff_s(attempt - 1, self.backoff_base_s, self.backoff_cap_s))
+        last, failures = "no attempt made", 0
+        while True:
             async with self._semaphore:
-                try:
-                    response = await self._http.post(url, json=body)
-                except httpx.TimeoutException as error:
-                    last = self._count_error("timeout", f"timeout ({type(error).__name__})")
-                    continue
-                except httpx.TransportError as error:
-                    last = self._count_error("connect", f"{type(error).__name__}: {error}")
-                    continue
-            if response.status_code == 200:
-                return self._decode(response, url)
-            detail = f"HTTP {response.status_code}: {response.text[:300]}"
-            if not _retryable_status(response.status_code):
-                self._count_error("http_4xx")
-                raise CompletionError(f"POST {url} rejected: {detail}")
-            last = self._count_error("http_429" if response.status_code == 429 else "http_5xx", detail)
+                sent = time.monotonic()
+                outcome = await self._attempt(url, body)
+            if isinstance(outcome, dict):
+                return outcome
+            kind, last = outcome
+            # Sent before the end of an outage another request already waited out: resend at once.
+            if kind == "down" and (sent < self._recovered_at or await self._server_recovered()):
+                failures = 0  # the server restarted: earlier failures were not this request's fault
+                continue
+            failures += 1
+            if failures > self.max_retries:
+                break
+            await asyncio.sleep(backoff_s(failures - 1, self.backoff_base_s, self.backoff_cap_s))
         elapsed = time.monotonic() - started
         raise ServerUnavailable(
-            f"POST {url}: no successful answer after {self.max_retries + 1} attempts in {elapsed:.1f}s "
+            f"POST {url}: no successful answer after {failures} attempts in {elapsed:.1f}s "
             f"(max_retries={self.max_retries}); last error: {last}"
         )
+
+    async def _attempt(self, url: str, body: dict) -> dict | tuple[str, str]:
+        """One POST: the answer, or (kind, message) with kind `down` (server unreachable) or `retry`."""
+        try:
+            response = await self._http.post(url, json=body)
+        except httpx.TimeoutException as error:
+            return "retry", self._count_error("timeout", f"timeout ({type(error).__name__})")
+        except httpx.TransportError as error:
+            return "down", self._count_error("connect", f"{type(error).__name__}: {error}")
+        if response.status_code == 200:
+            return self._decode(response, url)
+        detail = f"HTTP {response.status_code}: {response.text[:300]}"
+        if not _retryable_status(response.status_code):
+            self._count_error("http_4xx")
+            raise CompletionError(f"POST {url} rejected: {detail}")
+        self._count_error("http_429" if response.status_code == 429 else "http_5xx", detail)
+        return ("down" if response.status_code in DOWN_STATUSES else "retry"), detail
+
+    async def _server_recovered(self) -> bool:
+        """True once /health answers 200 after having failed (the server was down and is back);
+        False if it answered at once (the failure was this request's). Raises ServerUnavailable
+        when the budget is spent. Concurrent callers share one poller."""
+        if self._recovery is None or self._recovery.done():
+            self._recovery = asyncio.ensure_future(self._wait_healthy())
+        return await asyncio.shield(self._recovery)
+
+    async def _wait_healthy(self) -> bool:
+        health = self.base_url.removesuffix("/v1") + "/health"
+        started, probes, last = time.monotonic(), 0, ""
+        while True:
+            probes += 1
+            try:
+                response = await self._http.get(health, timeout=min(5.0, self.health_poll_s * 5))
+                if response.status_code == 200:
+                    if probes > 1:
+                        self._recovered_at = time.monotonic()
+                    return probes > 1
+                last = f"HTTP {response.status_code}"
+            except httpx.HTTPError as error:
+                last = f"{type(error).__name__}: {error}"
+            waited = time.monotonic() - started
+            if waited >= self.health_wait_s:
+                raise ServerUnavailable(
+                    f"server {self.base_url} not healthy after waiting {waited:.1f}s "
+                    f"(health_wait_s={self.health_wait_s}); last /health error: {last}"
+                )
+            await asyncio.sleep(min(self.health_poll_s, max(0.0, self.health_wait_s - waited)))
 
     def _decode(self, response: httpx.Response, url: str) -> dict:
         try:

@@ -235,12 +235,13 @@ class _Server(ThreadingHTTPServer):
 
 
 class TransformersServer:
-    """Serve `model_dir` on a free loopback port until `stop()`; same shape as a LocalServer."""
+    """Serve `model_dir` on a loopback port (`port`, or a free one) until `stop()`; same shape as a
+    LocalServer. A given port lets a test stop the server and start another in its place."""
 
-    def __init__(self, model_dir: str | Path, served_name: str = "policy"):
+    def __init__(self, model_dir: str | Path, served_name: str = "policy", port: int = 0):
         self.model = served_name
         self.generator = TransformersGenerator(model_dir)
-        self.httpd = _Server(("127.0.0.1", 0), handler_for(self.generator, served_name))
+        self.httpd = _Server(("127.0.0.1", port), handler_for(self.generator, served_name))
         self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.started_s = 0.0
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

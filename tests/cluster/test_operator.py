@@ -146,11 +146,11 @@ def api(kube_cluster) -> Iterator[client.ApiClient]:
 
 @pytest.fixture(scope="module")
 def chart(kube_cluster):
-    kube_cluster.kubectl("create", "namespace", SYSTEM, check=False)  # another module may have made it
+    kube_cluster.kubectl("create", "namespace", SYSTEM, check=False)  # other cluster modules use it too
     # The chart's own operator pods are kwok pods here (the tests run the operator as a local
     # process); one replica of 100m leaves a node's 32 CPUs free for the 32-CPU trainer pod.
-    kube_cluster.helm("install", RELEASE, str(REPO / "charts" / "negrl"), "--namespace", SYSTEM, "--wait",
-                      "--set", "operator.replicas=1", "--timeout", "120s", timeout=180)
+    kube_cluster.helm("upgrade", "--install", RELEASE, str(REPO / "charts" / "negrl"), "--namespace", SYSTEM,
+                      "--wait", "--set", "operator.replicas=1", "--timeout", "120s", timeout=180)
     yield
     kube_cluster.helm("uninstall", RELEASE, "--namespace", SYSTEM, check=False)
 

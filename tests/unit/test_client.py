@@ -1,5 +1,6 @@
 """The completions client against a local stub HTTP server (the protocol boundary): retries on
-connection errors, timeouts, 5xx and 429; immediate errors on 4xx; concurrency bound; usage."""
+connection errors, timeouts, 5xx and 429; immediate errors on 4xx; concurrency bound; usage; an
+outage waits for /health within its time budget instead of spending retries."""
 
 import asyncio
 import json
@@ -36,9 +37,11 @@ class QuietServer(ThreadingHTTPServer):
 class Stub:
     """Answers from a script of statuses (then 200s); records request bodies; can be slow."""
 
-    def __init__(self, script=(), delay_s=0.0):
-        self.script, self.delay_s = list(script), delay_s
-        self.bodies, self.in_flight, self.max_in_flight = [], 0, 0
+    def __init__(self, script=(), delay_s=0.0, health=(), down=False):
+        """`health`: statuses of the next /health probes (then 200); `down`: every POST answers 503
+        while failing /health probes remain (an outage that ends when /health comes back)."""
+        self.script, self.delay_s, self.health, self.down = list(script), delay_s, list(health), down
+        self.bodies, self.in_flight, self.max_in_flight, self.probes = [], 0, 0, 0
         self.lock = threading.Lock()
         stub = self
 
@@ -46,11 +49,20 @@ class Stub:
             def log_message(self, *args):
                 pass
 
+            def do_GET(self):
+                with stub.lock:
+                    stub.probes += 1
+                    status = stub.health.pop(0) if stub.health else 200
+                self.send_response(status if self.path == "/health" else 404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with stub.lock:
                     stub.bodies.append((self.path, body))
                     status = stub.script.pop(0) if stub.script else 200
+                    status = 503 if stub.down and stub.health else status
                     stub.in_flight += 1
                     stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
                 time.sleep(stub.delay_s)
@@ -141,14 +153,55 @@ def test_persistent_5xx_exhausts_the_retry_budget(stub):
     assert len(stub.bodies) == 3
 
 
-def test_unreachable_server_is_a_clear_error():
+def test_unreachable_server_is_a_clear_error_once_the_health_budget_is_spent():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    error, errors = run(complete(f"http://127.0.0.1:{port}/v1", CompletionRequest(prompt="x"), max_retries=2))
+    started = time.monotonic()
+    error, errors = run(complete(f"http://127.0.0.1:{port}/v1", CompletionRequest(prompt="x"), max_retries=2,
+                                 health_wait_s=0.3, health_poll_s=0.05))
+    assert time.monotonic() - started >= 0.3
     assert isinstance(error, ServerUnavailable)
-    assert "after 3 attempts" in str(error) and "ConnectError" in str(error)
-    assert errors == ["connect"] * 3
+    assert "not healthy after waiting" in str(error) and "health_wait_s=0.3" in str(error)
+    assert "ConnectError" in str(error)
+    assert errors == ["connect"]  # the outage is waited out on /health, not on the retry count
+
+
+@pytest.mark.parametrize("stub", [{"script": [503, 502], "health": [503, 503, 200, 503, 200]}], indirect=True)
+def test_outages_wait_for_health_and_do_not_spend_retries(stub):
+    completion, errors = run(complete(stub.base_url, CompletionRequest(prompt="x"), max_retries=0,
+                                      health_wait_s=5.0, health_poll_s=0.01))
+    assert completion.choices[0].text == "x|0"
+    assert len(stub.bodies) == 3  # 503, then 502 after the first recovery, then 200
+    assert stub.probes == 5 and stub.health == []
+    assert errors == ["http_5xx", "http_5xx"]
+
+
+@pytest.mark.parametrize("stub", [{"script": [503], "health": [503] * 1000}], indirect=True)
+def test_a_server_that_stays_unhealthy_fails_after_the_budget(stub):
+    started = time.monotonic()
+    error, _ = run(complete(stub.base_url, CompletionRequest(prompt="x"), health_wait_s=0.4, health_poll_s=0.05))
+    waited = time.monotonic() - started
+    assert isinstance(error, ServerUnavailable) and "last /health error: HTTP 503" in str(error)
+    assert 0.4 <= waited < 3.0
+    assert len(stub.bodies) == 1  # no request is resent while /health fails
+    assert 6 <= stub.probes <= 10  # one probe per poll period, 0.4 s / 0.05 s (+ the first)
+
+
+@pytest.mark.parametrize("stub", [{"health": [503, 503], "down": True}], indirect=True)
+def test_requests_in_flight_share_one_health_poller(stub):
+    errors = []
+
+    async def many():
+        async with CompletionClient(stub.base_url, "tiny", max_retries=0, health_wait_s=5.0, health_poll_s=0.2,
+                                    on_error=errors.append) as client:
+            return await asyncio.gather(*(client.complete(CompletionRequest(prompt=str(i))) for i in range(8)))
+
+    results = run(many())
+    assert [r.choices[0].text for r in results] == [f"{i}|0" for i in range(8)]
+    assert stub.probes == 3  # one poller for every request that met the outage, not one each
+    assert errors and set(errors) == {"http_5xx"}
+    assert len(stub.bodies) == 8 + len(errors)  # each request that met the outage was resent once
 
 
 def test_server_that_accepts_and_hangs_up_is_retried_then_reported():
@@ -170,12 +223,13 @@ def test_server_that_accepts_and_hangs_up_is_retried_then_reported():
     threading.Thread(target=hang_up, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
-        error, errors = run(complete(url, CompletionRequest(prompt="x"), max_retries=1))
+        error, errors = run(complete(url, CompletionRequest(prompt="x"), max_retries=1, health_wait_s=0.2,
+                                     health_poll_s=0.05))
     finally:
         listener.close()
     assert isinstance(error, ServerUnavailable)
-    assert "after 2 attempts" in str(error)
-    assert errors == ["connect", "connect"] and len(accepted) == 2
+    assert "not healthy after waiting" in str(error) and "RemoteProtocolError" in str(error)
+    assert errors == ["connect"] and len(accepted) >= 2  # the request, then the /health probes
 
 
 @pytest.mark.parametrize("stub", [{"delay_s": 0.5}], indirect=True)

@@ -173,3 +173,10 @@ def test_tracking_defaults_to_tensorboard_only():
     tracking = ExperimentSpec.model_validate(MINIMAL).tracking
     assert tracking.tensorboard is True and tracking.mlflow_uri is None and tracking.mlflow_experiment == "negrl"
     assert tracking.params().model_dump(by_alias=False) == {"tensorboard": True, "mlflow_uri": None, "mlflow_experiment": "negrl"}
+
+
+def test_fields_that_running_stages_ignore_are_immutable_in_the_crd():
+    spec = crd_module.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    rules = {rule["fieldPath"]: rule["rule"] for rule in spec["x-kubernetes-validations"] if "oldSelf" in rule["rule"]}
+    assert rules == {".storage": "self.storage == oldSelf.storage", ".model": "self.model == oldSelf.model",
+                     ".seeds": "self.seeds == oldSelf.seeds"}

@@ -190,8 +190,11 @@ def test_multi_node_training_uses_an_indexed_job_and_a_headless_service():
     pod = pod_spec(job)
     assert pod["subdomain"] == service["metadata"]["name"]
     command = pod["containers"][0]["command"]
-    assert "--nnodes=2" in command and "--node-rank=$(JOB_COMPLETION_INDEX)" in command
-    assert f"--master-addr={job['metadata']['name']}-0.{service['metadata']['name']}.team-a.svc" in command
+    name = job["metadata"]["name"]
+    assert command[:7] == ["torchrun", "--nproc-per-node=8", "--nnodes=2", "--rdzv-backend=c10d",
+                           f"--rdzv-endpoint={name}-0.{service['metadata']['name']}.team-a.svc:29500",
+                           f"--rdzv-id={name}", "--max-restarts=3"]
+    assert not any(arg.startswith(("--node-rank", "--master-addr")) for arg in command)  # no static rendezvous
     assert service["spec"]["selector"] == job["spec"]["template"]["metadata"]["labels"]
     assert parse_stage_config(config_map["data"]["stage.json"]).params.zero_stage == 3
 
@@ -237,3 +240,96 @@ def test_a_spec_without_storage_has_no_storage_root():
     doc.pop("storage")
     with pytest.raises(ValueError, match="spec.storage is required on a cluster"):
         storage_root(ExperimentSpec.model_validate(doc), "ns", "exp")
+
+
+def jobs_of(spec: ExperimentSpec) -> dict[str, dict]:
+    found = {}
+    for node in stage_graph(spec):
+        for manifest in children(spec, node.name):
+            if manifest["kind"] == "Job":
+                found[node.name] = manifest
+    return found
+
+
+def test_every_job_ignores_disruptions_and_fails_at_once_on_a_config_error():
+    for name, job in jobs_of(SPEC).items():
+        container = pod_spec(job)["containers"][0]["name"]
+        ignore, fail = job["spec"]["podFailurePolicy"]["rules"]
+        assert ignore == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+        assert fail == {"action": "FailJob",
+                        "onExitCodes": {"containerName": container, "operator": "In", "values": [3]}}, name
+        assert pod_spec(job)["restartPolicy"] == "Never"  # what podFailurePolicy requires
+
+
+def test_sharded_stages_have_a_backoff_limit_per_index_and_others_one_per_job():
+    jobs = jobs_of(SPEC)
+    for name in ("sample", "credit"):
+        spec = jobs[name]["spec"]
+        assert (spec["backoffLimitPerIndex"], spec["maxFailedIndexes"], spec["completions"]) == (2, 0, 4)
+        assert "backoffLimit" not in spec
+    for name in ("prepare", "rft-data", "eval-sft"):
+        assert jobs[name]["spec"]["backoffLimit"] == 2 and "backoffLimitPerIndex" not in jobs[name]["spec"]
+    assert jobs["sft"]["spec"]["backoffLimit"] == 1  # trainer.backoffLimit: the group fails or restarts whole
+
+
+def test_active_deadline_comes_from_each_stage_spec():
+    spec = ExperimentSpec.model_validate(spec_with(
+        stages={"sft": {"activeDeadlineSeconds": 7200}, "sampling": {"activeDeadlineSeconds": 600},
+                "credit": {"activeDeadlineSeconds": 900}, "stepDpo": {"activeDeadlineSeconds": 3600},
+                "eval": {"activeDeadlineSeconds": 300}},
+        sweep={"sftMultipliers": [2]}, data__syntheticSize=100,
+    ))
+    deadlines = {name: job["spec"].get("activeDeadlineSeconds") for name, job in jobs_of(spec).items()}
+    assert deadlines == {
+        "prepare": None, "sft": 7200, "sft-x2": 7200, "sample": 600, "rft-data": None, "rft": None,
+        "outcome-dpo": None, "credit": 900, "step-pairs": None, "step-dpo": 3600,
+        "eval-sft": 300, "eval-sft-x2": 300, "eval-rft": 300, "eval-outcome-dpo": 300, "eval-step-dpo": 300,
+    }
+
+
+def test_jobs_of_a_queued_component_are_created_suspended_for_kueue():
+    jobs = jobs_of(SPEC)  # worker queue team-a-cpu, trainer queue team-a
+    assert all(job["spec"]["suspend"] is True for job in jobs.values())
+    unqueued = jobs_of(ExperimentSpec.model_validate(spec_with(data__syntheticSize=100)))
+    assert all("suspend" not in job["spec"] for job in unqueued.values())
+
+
+def test_gpu_pods_have_a_security_context_too():
+    (deployment, _) = CASES["sampler-base"]()
+    train = [m for m in CASES["sft-single-node"]() if m["kind"] == "Job"][0]
+    minimal = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+               "seccompProfile": {"type": "RuntimeDefault"}}
+    assert pod_spec(deployment)["containers"][0]["securityContext"] == minimal  # upstream vLLM writes its root fs
+    # trainers run like the stage pods (seen working on a real kubelet): a read-only image, HOME=/tmp
+    assert pod_spec(train)["containers"][0]["securityContext"] == {**minimal, "readOnlyRootFilesystem": True,
+                                                                   "runAsNonRoot": True}
+    for manifest in (deployment, train):
+        assert pod_spec(manifest)["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod_spec(train)["securityContext"]["runAsNonRoot"] is True  # the worker image's user
+    assert "runAsNonRoot" not in pod_spec(deployment)["securityContext"]  # upstream vLLM runs as root
+
+
+def test_every_pod_with_an_fs_group_changes_ownership_only_on_a_root_mismatch():
+    pods = [pod_spec(m) for m in all_children() if pod_spec(m) is not None]
+    with_group = [pod for pod in pods if "fsGroup" in pod.get("securityContext", {})]
+    assert len(with_group) >= 5
+    assert all(pod["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch" for pod in with_group)
+
+
+def test_jobset_launcher_wraps_the_training_job_and_restarts_the_group():
+    spec = SPEC.model_copy(update={"trainer": SPEC.trainer.model_copy(update={"launcher": "JobSet", "max_restarts": 5})})
+    config_map, jobset = children(spec, "step-dpo")  # no Service of our own: JobSet makes one
+    name = jobset["metadata"]["name"]
+    assert (jobset["apiVersion"], jobset["kind"], name) == ("jobset.x-k8s.io/v1alpha2", "JobSet", "gsm8k-trainer-step-dpo")
+    policy = jobset["spec"]["failurePolicy"]
+    assert policy["maxRestarts"] == 5
+    assert policy["rules"] == [{"name": "config-error", "action": "FailJobSet", "onJobFailureReasons": ["PodFailurePolicy"]}]
+    assert jobset["spec"]["successPolicy"] == {"operator": "All"} and jobset["spec"]["suspend"] is True  # queued
+    assert jobset["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    (replicated,) = jobset["spec"]["replicatedJobs"]
+    job = replicated["template"]["spec"]
+    assert (replicated["replicas"], job["completions"], job["backoffLimit"]) == (1, 2, 0)
+    assert "suspend" not in job and "kueue.x-k8s.io/queue-name" not in replicated["template"]["metadata"]["labels"]
+    pod = job["template"]["spec"]
+    assert "subdomain" not in pod
+    assert f"--rdzv-endpoint={name}-node-0-0.{name}.team-a.svc:29500" in pod["containers"][0]["command"]

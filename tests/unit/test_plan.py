@@ -194,6 +194,7 @@ def test_stages_that_sample_wait_for_their_sampler():
     assert ("Job", "exp-rollout-sample") in applied(result) and ("Job", "exp-eval-sft") in applied(result)
     config = json.loads(run.cluster.objects[("ConfigMap", "exp-config-sample")]["data"]["stage.json"])
     assert config["server"]["baseUrl"] == "http://exp-sampler-sft.team.svc:8000/v1"
+    assert config["server"]["healthWaitS"] == 600.0  # sampler.clientWaitS: rides out a sampler restart
 
 
 def test_completed_job_waits_briefly_for_its_summary():
@@ -273,6 +274,119 @@ def test_terminal_states_never_recreate_children():
     assert (result.apply, result.delete, result.suspend) == ([], [], {})
     assert run.status.phase == "Failed"
     assert run.status.conditions[0].observed_generation == run.generation
+
+
+def test_fail_fast_stops_every_branch():
+    run = Run(seeds=[0, 1])
+    run.until("sft-s1")
+    run.cluster.fail_job("exp-trainer-sft-s1")
+    result = run.step()
+    assert run.status.phase == "Failed" and run.state("sft-s0") == "Running"
+    assert ("Job", "exp-trainer-sft-s0") in [(r.kind, r.name) for r in result.delete]  # the other seed stops too
+
+
+def test_continue_lets_independent_branches_finish_and_ends_degraded():
+    run = Run(seeds=[0, 1], failurePolicy="Continue")
+    run.until("sft-s1")
+    run.cluster.fail_pod("exp-trainer-sft-s1", '{"stage":"sft","error":"CUDA error: an illegal memory access"}')
+    run.cluster.fail_job("exp-trainer-sft-s1")
+    run.step()
+    assert (run.status.phase, run.state("sft-s1"), run.state("sft-s0")) == ("Running", "Failed", "Running")
+    assert condition(run.status, "Degraded") == ("True", "StageFailed")
+    for _ in range(40):
+        run.cluster.ready()
+        run.cluster.finish_running()
+        run.step()
+        if run.status.phase != "Running":
+            break
+    skipped = [s.name for s in run.status.stages if s.name.endswith("-s1") and s.name != "sft-s1"]
+    assert run.status.phase == "Degraded"
+    assert all(run.state(name) == "Pending" for name in skipped)  # nothing of seed 1 ran after its SFT
+    assert all(s.state == "Succeeded" for s in run.status.stages if not s.name.endswith("-s1"))
+    assert run.status.stage == "sft-s1"
+    assert run.status.message == (
+        f"failed: sft-s1; not run (they need a failed stage): {', '.join(skipped)}; "
+        "stage sft-s1 failed: CUDA error: an illegal memory access")
+    assert {p.policy for p in run.status.results.policies} == {"sft-s0", "rft-s0", "outcome-dpo-s0", "step-dpo-s0"}
+    assert condition(run.status, "Ready") == ("False", "Degraded")
+    assert reasons(run.last)[-1] == "Degraded"
+    assert not [j for j in run.cluster.jobs() if "-s1" in j and j != "exp-trainer-sft-s1"]
+
+
+def test_continue_ends_failed_when_no_policy_was_evaluated():
+    run = Run(failurePolicy="Continue")
+    run.step()
+    run.cluster.fail_job("exp-data-prepare")
+    run.step()
+    assert run.status.phase == "Failed"  # everything needs prepare
+
+
+def test_retry_reruns_the_failed_stage_and_keeps_finished_ones():
+    run = Run()
+    run.until("sample")
+    sft_finish = run.status.stage_named("sft").finish_time
+    run.cluster.fail_job("exp-rollout-sample")
+    run.step()
+    assert run.status.phase == "Failed"
+    run.spec, run.generation = run.spec.model_copy(update={"retry": 1}), run.generation + 1
+    result = run.step()
+    assert run.status.phase == "Running" and run.status.retry == 1 and run.status.finish_time is None
+    assert run.state("sample") == "Waiting" and run.status.stage_named("sample").message.startswith("retry requested")
+    assert ("Job", "exp-rollout-sample") in [(r.kind, r.name) for r in result.delete]
+    assert "Retrying" in reasons(result)
+    assert ("Deployment", "exp-sampler-sft") in applied(result)  # the sampler comes back for it
+    run.cluster.ready()
+    result = run.step()  # the failed Job is gone and the sampler ready: the stage starts again
+    assert ("Job", "exp-rollout-sample") in applied(result) and run.state("sample") == "Running"
+    assert run.status.stage_named("sft").finish_time == sft_finish  # finished stages are not redone
+    assert run.step().apply == []  # the same retry value does nothing more
+    for _ in range(40):
+        run.cluster.ready()
+        run.cluster.finish_running()
+        run.step()
+    assert run.status.phase == "Succeeded"
+
+
+def kueue_run() -> Run:
+    return Run(scheduling={"worker": {"queueName": "cpu"}, "trainer": {"queueName": "gpu"}})
+
+
+def admit(run: Run, job: str) -> None:
+    run.cluster.objects[("Job", job)]["spec"]["suspend"] = False  # what Kueue does on admission
+
+
+def test_kueue_jobs_start_suspended_and_the_operator_never_flips_them():
+    run = kueue_run()
+    result = run.step()
+    job = run.cluster.objects[("Job", "exp-data-prepare")]
+    assert job["spec"]["suspend"] is True and job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "cpu"
+    result = run.step()
+    assert result.suspend == {} and result.workloads_active == {"uid-exp-data-prepare": True}  # no-op if active
+    assert run.state("prepare") == "Waiting"
+    assert run.status.stage_named("prepare").message == (
+        "queued in Kueue LocalQueue cpu: not admitted yet (quota or a free flavor)")
+    assert run.status.message.startswith("prepare: queued in Kueue LocalQueue cpu")
+    assert condition(run.status, "Progressing") == ("True", "Queued")
+    admit(run, "exp-data-prepare")
+    result = run.step()
+    assert run.state("prepare") == "Running" and result.suspend == {} and result.workloads_active == {}
+    assert condition(run.status, "Progressing") == ("True", "StagesRunning")
+
+
+def test_suspend_deactivates_kueue_workloads_instead_of_suspending_jobs():
+    run = kueue_run()
+    run.step()
+    admit(run, "exp-data-prepare")
+    run.step()
+    run.spec, run.generation = run.spec.model_copy(update={"suspend": True}), run.generation + 1
+    result = run.step()
+    assert result.suspend == {} and result.workloads_active == {"uid-exp-data-prepare": False}
+    assert run.status.phase == "Suspended"
+    run.cluster.objects[("Job", "exp-data-prepare")]["spec"]["suspend"] = True  # Kueue evicts it
+    run.spec, run.generation = run.spec.model_copy(update={"suspend": False}), run.generation + 1
+    result = run.step()
+    assert result.suspend == {} and result.workloads_active == {"uid-exp-data-prepare": True}
+    assert run.status.phase == "Running"
 
 
 def test_whole_experiment_succeeds_with_results():
@@ -386,7 +500,7 @@ ACTIONS = st.lists(st.sampled_from(["finish", "ready", "fail-pod", "fail-job", "
                    max_size=25)
 TOGGLES = st.fixed_dictionaries({
     "rft": st.booleans(), "outcomeDpo": st.booleans(), "stepDpo": st.booleans(), "shards": st.integers(1, 3),
-    "seeds": st.sampled_from([[0], [0, 1]]),
+    "seeds": st.sampled_from([[0], [0, 1]]), "failurePolicy": st.sampled_from(["FailFast", "Continue"]),
 })
 
 
@@ -410,7 +524,7 @@ def _act(run: Run, action: str) -> None:
 def test_applying_a_plan_then_planning_again_changes_nothing(toggles, actions):
     run = Run(stages={"rft": {"enabled": toggles["rft"]}, "outcomeDpo": {"enabled": toggles["outcomeDpo"]},
                       "stepDpo": {"enabled": toggles["stepDpo"]}},
-              worker={"shards": toggles["shards"]}, seeds=toggles["seeds"])
+              worker={"shards": toggles["shards"]}, seeds=toggles["seeds"], failurePolicy=toggles["failurePolicy"])
     for action in actions:
         _act(run, action)
         run.step()
@@ -486,3 +600,19 @@ def test_status_is_exported_as_metrics_and_forgotten_on_delete():
     heartbeat.beat()
     heartbeat.stall_after_s = 60
     assert heartbeat.health() == (True, "ok\n")
+
+
+def test_jobset_parses_into_a_job_state_with_restarts_as_failures():
+    from negrl_operator.reconcile.observation import jobset_state
+
+    body = {"metadata": {"name": "exp-trainer-sft", "uid": "u", "labels": {"negrl.io/stage": "sft"},
+                         "ownerReferences": [{"uid": "uid-1", "controller": True}]},
+            "spec": {"replicatedJobs": [{"replicas": 1, "template": {"spec": {"completions": 2}}}]},
+            "status": {"restarts": 2, "terminalState": "Completed", "conditions": [
+                {"type": "Completed", "status": "True", "lastTransitionTime": "2025-03-01T12:00:00Z"}]}}
+    state = jobset_state(body)
+    assert (state.kind, state.complete, state.failed, state.failed_pods, state.completions) == ("JobSet", True, False, 2, 2)
+    assert state.completion_time == "2025-03-01T12:00:00Z" and state.owner_uid == "uid-1"
+    failed = jobset_state({**body, "status": {"terminalState": "Failed", "conditions": [
+        {"type": "Failed", "status": "True", "message": "jobset failed: reached max restarts"}]}})
+    assert failed.failed and failed.failure_message == "jobset failed: reached max restarts"
