@@ -108,12 +108,14 @@ def test_waiting_for_a_sampler_says_why_and_how_long(kube_cluster, api, operator
     from tests.cluster.test_operator import Kubelet
 
     doc = example(namespace, "nosampler")
+    # small requests: pods the earlier cases left terminating must not keep the trainer off the nodes
+    doc["spec"]["trainer"]["resources"] = {"requests": {"cpu": 1, "memory": "1Gi"}}
     doc["spec"]["scheduling"] = {"sampler": {"podAnnotations": {
         WAITING: "ImagePullBackOff", WAITING_MESSAGE: 'Back-off pulling image "vllm/vllm-openai:typo"'}}}
     with Kubelet(api, namespace):
         kubectl_apply(kube_cluster, doc, tmp_path)
         body = wait_for("SamplerNotReady", lambda: experiment(api, namespace, "nosampler"),
-                        lambda b: "ImagePullBackOff" in stage(b, "sample").get("message", ""), timeout=120)
+                        lambda b: "ImagePullBackOff" in stage(b, "sample").get("message", ""), timeout=180)
     sample = stage(body, "sample")
     assert (sample["state"], sample["reason"]) == ("Waiting", "SamplerNotReady") and sample["since"]
     assert sample["message"].startswith("waiting for sampler nosampler-sampler-sft to be ready (")
