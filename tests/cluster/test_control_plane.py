@@ -5,6 +5,7 @@ capacity, kwok finishing Job pods, CRDs with a status subresource, and helm."""
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.fixtures.cluster import FAKE_NODE_NAMES, wait_for
+from tests.fixtures.cluster import ADVERTISE_BRIDGE, ADVERTISE_IP, FAKE_NODE_NAMES, wait_for
+from tests.fixtures.node_host import route_device
 
 CHART = Path(__file__).parent / "trivial-chart"
 IMAGE = "registry.invalid/negrl/none:0"  # never pulled: kwok plays the kubelet
@@ -53,6 +55,16 @@ def test_server_reports_a_stamped_version(api, kube_cluster):
 
 def node_names(api) -> set[str]:
     return {n.metadata.name for n in client.CoreV1Api(api).list_node().items}
+
+
+def test_the_kubernetes_service_points_at_a_bridge_of_this_machine(api, kube_cluster):
+    """The advertised address is on the fixture's own empty bridge: local, never the gateway."""
+    endpoints = client.CoreV1Api(api).read_namespaced_endpoints("kubernetes", "default")
+    addresses = [a.ip for subset in endpoints.subsets for a in subset.addresses]
+    assert addresses == [ADVERTISE_IP]
+    assert route_device(ADVERTISE_IP) == "lo"  # an address of this host: packets to it stay here
+    assert f"inet {ADVERTISE_IP}/32" in subprocess.run(
+        ["ip", "-o", "addr", "show", ADVERTISE_BRIDGE], capture_output=True, text=True, check=True).stdout
 
 
 def test_fake_nodes_offer_cpu_memory_and_gpus(api, kube_cluster):

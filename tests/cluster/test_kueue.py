@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 
 from tests.cluster.test_failure_policy import release_held_pods
 from tests.cluster.test_operator import (  # noqa: F401 - module fixtures of the operator tests
@@ -68,8 +69,19 @@ def sft_job(api, namespace: str, name: str):
 
 
 def sft_pods(api, namespace: str, name: str) -> list:
-    return [p for p in children(api, namespace, name)["pods"]
-            if (p.metadata.labels or {}).get("negrl.io/stage") == "sft" and p.metadata.deletion_timestamp is None]
+    """The experiment's live sft pods, each read again by name: a GET goes to etcd, while a list may be
+    served from the API server's watch cache, which was seen to miss a pod's binding for over a minute."""
+    core = client.CoreV1Api(api)
+    listed = [p for p in children(api, namespace, name)["pods"]
+              if (p.metadata.labels or {}).get("negrl.io/stage") == "sft" and p.metadata.deletion_timestamp is None]
+    fresh = []
+    for pod in listed:
+        try:
+            fresh.append(core.read_namespaced_pod(pod.metadata.name, namespace))
+        except ApiException as error:
+            if error.status != 404:  # deleted since the list: not live any more
+                raise
+    return fresh
 
 
 def test_two_experiments_share_a_quota_that_fits_one_trainer(batch_controllers, kube_cluster, api, operator,
