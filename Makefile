@@ -12,10 +12,9 @@ setup:
 lint: setup
 	.venv/bin/ruff check .
 
-# The e2e tier (a real kubelet running the project's images) is `make e2e`: its images take about
-# 25 minutes to build cold on 2 cores, which a cold `make test` cannot afford within an hour.
-test: lint
-	$(PY) -m pytest tests -q -m "not e2e"
+# Every tier, the e2e tier (a real kubelet running the project's images) included.
+test: lint images
+	$(PY) -m pytest tests -q
 
 unit: setup
 	$(PY) -m pytest tests -q -m unit
@@ -29,7 +28,8 @@ cluster: setup
 e2e: images
 	$(PY) -m pytest tests -q -m e2e
 
-# The Dockerfile's images for the test node, without a registry (cached by a hash of their inputs).
+# The Dockerfile's images for the test node, without a registry (podman's store is in the cache;
+# each image is tagged by a hash of its inputs).
 images: setup
 	nice -n 10 bash tools/node/images.sh
 

@@ -261,17 +261,17 @@ class TrainerSpec(Strict):
     nodes: int = Field(1, ge=1, le=256, description="Training pods; more than one: Indexed Job + headless Service.")
     zero_stage: Literal[0, 1, 2, 3] | None = Field(None, description="DeepSpeed ZeRO stage for every training stage.")
     precision: Literal["auto", "bf16", "fp32"] | None = Field(None, description="Precision for every training stage.")
-    backoff_limit: int = Field(1, ge=0, le=100, description="Pod retries before a training Job fails.")
+    backoff_limit: int = Field(1, ge=0, le=100, description="Pod retries before a one-pod training Job fails.")
     launcher: Literal["Job", "JobSet"] = Field(
         "Job",
-        description="Job: an Indexed Job (+ headless Service) whose torchrun agents restart the group in place. "
-        "JobSet (needs the JobSet controller): a JobSet whose failurePolicy.maxRestarts recreates every pod of "
-        "the group when one fails (Kubeflow Trainer's convention).",
+        description="Job: an Indexed Job (+ headless Service); when a pod of several is lost, the operator deletes "
+        "the Job and starts the whole group again. JobSet (needs the JobSet controller): a JobSet whose "
+        "failurePolicy.maxRestarts recreates every pod of the group itself (Kubeflow Trainer's convention).",
     )
     max_restarts: int = Field(
         3, ge=0, le=100,
-        description="Multi-node: torchrun restarts of the whole worker group (c10d rendezvous) after a rank is lost; "
-        "the replacement pod rejoins and training resumes from the last checkpoint.",
+        description="Multi-node: restarts of the whole training group after a lost rank (by the operator or "
+        "JobSet; also torchrun's worker restarts); every pod is new and training resumes from the last checkpoint.",
     )
     shm_size: str = Field("32Gi", description="Size of the in-memory /dev/shm volume.")
     resources: ResourceSpec = Field(default_factory=ResourceSpec, description="CPU and memory of each training pod.")

@@ -46,6 +46,8 @@ class StageStatus(Strict):
                                         "Unschedulable, FailedCreate, CrashLoopBackOff, OOMKilled, Evicted, PodFailed.")
     since: str | None = Field(None, description="When the current reason was first observed (RFC 3339).")
     summary: dict[str, Any] = Field(default_factory=dict, description="The Job's summary (termination message).")
+    restarts: int = Field(0, description="Times the operator restarted this multi-node training stage's whole "
+                                         "group after a lost rank (trainer.launcher Job; at most trainer.maxRestarts).")
 
 
 class PolicyResult(Strict):

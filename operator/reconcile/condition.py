@@ -10,6 +10,7 @@ from negrl_operator.api.status import Condition, ExperimentStatus, StageStatus
 RETRY_PREFIX = "retrying after"
 RETRY_REQUESTED = "retry requested"  # spec.retry reset a failed stage
 QUEUED_PREFIX = "queued"  # a Kueue-managed Job not admitted yet
+GROUP_RESTART = "GroupRestart"  # a multi-node training Job lost a rank: the operator restarts the group
 
 
 @dataclass(frozen=True)

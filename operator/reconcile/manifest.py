@@ -267,9 +267,9 @@ def trainer_service_name(owner: str, node: StageNode) -> str:
 
 def torchrun_command(spec: ExperimentSpec, master: str, run_id: str) -> list[str]:
     """Single node: --standalone. Several: torchrun's c10d rendezvous hosted at pod 0's stable DNS
-    name (no static node rank), with `maxRestarts` restarts of the worker group; under the JobSet
-    launcher every pod is new after a failure and the workers resume from the last checkpoint. (An
-    in-place rejoin of one replaced pod under a plain Job is not verified; see the README.)"""
+    name (no static node rank), with `maxRestarts` restarts of the worker group. After a lost pod
+    every pod is new (JobSet, or the operator for a plain Job) and the workers resume from the last
+    checkpoint."""
     nodes, procs = spec.trainer.nodes, max(1, spec.trainer.gpus_per_node)
     launch = ["torchrun", f"--nproc-per-node={procs}"]
     if nodes == 1:
@@ -281,9 +281,9 @@ def torchrun_command(spec: ExperimentSpec, master: str, run_id: str) -> list[str
 
 
 def trainer_job(owner: Owner, spec: ExperimentSpec, node: StageNode) -> dict:
-    """DeepSpeed through torchrun: one pod with N GPUs, or an Indexed Job of `nodes` pods whose index 0
-    hosts the c10d rendezvous, reached through the headless Service (pod hostname + subdomain). A
-    lost pod is replaced by the Job (trainer.backoffLimit) and rejoins; see torchrun_command."""
+    """DeepSpeed through torchrun: one pod with N GPUs (trainer.backoffLimit pod retries), or an Indexed
+    Job of `nodes` pods whose index 0 hosts the c10d rendezvous, reached through the headless Service
+    (pod hostname + subdomain); a lost pod fails that Job and the operator restarts the group."""
     trainer, name = spec.trainer, job_name(owner.name, node)
     service = trainer_service_name(owner.name, node)
     master = f"{name}-0.{service}.{owner.namespace}.svc"
@@ -300,9 +300,12 @@ def trainer_job(owner: Owner, spec: ExperimentSpec, node: StageNode) -> dict:
         "containers": [container], "securityContext": restricted_pod(spec.worker.run_as_user),
         "volumes": _volumes(spec, owner, node) + [shm_volume(trainer.shm_size), {"name": "tmp", "emptyDir": {}}],
     }
-    if trainer.nodes > 1:
-        pod["subdomain"] = service
-    return _job(owner, spec, node, name, pod, trainer.nodes, trainer.backoff_limit, spec.scheduling.trainer)
+    if trainer.nodes == 1:
+        return _job(owner, spec, node, name, pod, 1, trainer.backoff_limit, spec.scheduling.trainer)
+    pod["subdomain"] = service
+    # A replaced pod cannot rejoin the survivors' rendezvous (pytorch/pytorch#147064): no pod retries;
+    # the operator restarts the whole group instead (plan.restarts_group), as JobSet does.
+    return _job(owner, spec, node, name, pod, trainer.nodes, 0, spec.scheduling.trainer)
 
 
 JOBSET_REPLICA = "node"  # the JobSet's one replicated Job: an Indexed Job of trainer.nodes pods

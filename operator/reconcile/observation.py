@@ -35,6 +35,7 @@ class JobState:
     complete: bool = False
     failed: bool = False  # the Job gave up (backoff limit reached)
     failure_message: str = ""  # the Job's Failed condition message
+    failure_reason: str = ""  # and its reason: BackoffLimitExceeded, PodFailurePolicy, DeadlineExceeded, ...
     failed_pods: int = 0
     active: int = 0
     suspended: bool = False
@@ -127,8 +128,8 @@ def job_state(body: dict) -> JobState:
     return JobState(
         name=meta["name"], stage=(meta.get("labels") or {}).get(STAGE_LABEL, ""),
         complete=_condition(status, "Complete") is not None, failed=failed is not None,
-        failure_message=(failed or {}).get("message", ""), failed_pods=int(status.get("failed") or 0),
-        active=int(status.get("active") or 0), suspended=bool(spec.get("suspend")),
+        failure_message=(failed or {}).get("message", ""), failure_reason=(failed or {}).get("reason", ""),
+        failed_pods=int(status.get("failed") or 0), active=int(status.get("active") or 0), suspended=bool(spec.get("suspend")),
         completions=int(spec.get("completions") or 1),
         completion_time=status.get("completionTime"), owner_uid=_owner_uid(meta), uid=meta.get("uid", ""),
         created=meta.get("creationTimestamp"),

@@ -20,6 +20,10 @@ Rules:
   evaluated, else Failed; the failed and the skipped stages are named in its message.
 - `spec.retry` above `status.retry`: failed stages go back to Pending (a terminal experiment
   reopens); each failed Job is deleted, and its stage starts again once the Job is gone.
+- Multi-node training on a plain Job (trainer.launcher Job, nodes > 1): a lost rank cannot rejoin
+  the survivors' torchrun rendezvous in place, so the Job has no pod retries and, when it fails for
+  a lost pod (BackoffLimitExceeded), the operator deletes it and starts the whole group again, which
+  resumes from the last checkpoint: what JobSet does, up to trainer.maxRestarts times.
 - A stage that does not progress says why with a reason (a stuck pod's ImagePullBackOff,
   Unschedulable, ..., a Job's FailedCreate, a retried pod's OOMKilled/Evicted, SamplerNotReady) and
   since when; condition.py turns the reasons into kstatus conditions and Events.
@@ -43,6 +47,7 @@ from negrl_operator.api.status import (
 )
 from negrl_operator.api.termination import shorten
 from negrl_operator.reconcile.condition import (
+    GROUP_RESTART,
     QUEUED_PREFIX,
     RETRY_PREFIX,
     RETRY_REQUESTED,
@@ -96,7 +101,7 @@ def plan(owner: Owner, generation: int, spec: ExperimentSpec, status: Experiment
     if status.phase in TERMINAL_PHASES:
         return _finish(owner, generation, status, status, observed, now)
     result = Plan()
-    stages = [_observe(node, status.stage_named(node.name), observed, owner, root, now, result) for node in nodes]
+    stages = [_observe(node, status.stage_named(node.name), spec, observed, owner, root, now, result) for node in nodes]
     done = {stage.name for stage in stages if stage.state == "Succeeded"}
     failed = {stage.name for stage in stages if stage.state == "Failed"}
     blocked = _blocked(nodes, failed)
@@ -130,8 +135,8 @@ def artifact_root(spec: ExperimentSpec, owner: Owner, status: ExperimentStatus) 
     return experiment_root(spec, owner.namespace, owner.name, owner.uid)
 
 
-def _observe(node: StageNode, recorded: StageStatus | None, observed: Observed, owner: Owner, root: str,
-             now: datetime, result: Plan) -> StageStatus:
+def _observe(node: StageNode, recorded: StageStatus | None, spec: ExperimentSpec, observed: Observed, owner: Owner,
+             root: str, now: datetime, result: Plan) -> StageStatus:
     """The stage as its Job shows it; state Pending means "no Job" (the caller decides what to do)."""
     name = job_name(owner.name, node)
     stage = recorded or StageStatus(name=node.name, kind=node.kind, artifact=stage_dir(root, node.name), job=name)
@@ -143,6 +148,16 @@ def _observe(node: StageNode, recorded: StageStatus | None, observed: Observed, 
     if job.failed and stage.message.startswith(RETRY_REQUESTED):
         result.delete.append(ChildRef(job.kind, name))  # the stage starts again once this Job is gone
         return stage.model_copy(update={"state": "Waiting", "message": f"{RETRY_REQUESTED}: deleting failed Job {name}"})
+    if job.failed and stage.reason == GROUP_RESTART:
+        result.delete.append(ChildRef(job.kind, name))  # still going: the group restart already counted
+        return stage
+    if job.failed and restarts_group(node, job, stage, spec):
+        result.delete.append(ChildRef(job.kind, name))
+        restart = stage.restarts + 1
+        message = (f"a rank was lost ({failure_message(observed.pods_of(name), job.failure_message)}); restarting "
+                   f"the training group from its last checkpoint ({restart} of {spec.trainer.max_restarts})")
+        return _reasoned(stage.model_copy(update={"state": "Waiting", "restarts": restart}), GROUP_RESTART,
+                         shorten(message, 1024), now)
     pods = observed.pods_of(name)
     if job.complete:
         return _completed(stage, node, job, observed, now, result)
@@ -158,6 +173,13 @@ def _observe(node: StageNode, recorded: StageStatus | None, observed: Observed, 
     reason, message = _running_problem(job, pods, observed)
     return _reasoned(stage.model_copy(update={"state": "Running", "start_time": stage.start_time or rfc3339(now)}),
                      reason, message, now)
+
+
+def restarts_group(node: StageNode, job: JobState, stage: StageStatus, spec: ExperimentSpec) -> bool:
+    """A failed plain training Job of several pods that lost a pod (not a config error, not its deadline)
+    and has restarts left is restarted whole by the operator."""
+    return (node.kind == "train" and job.kind == "Job" and spec.trainer.nodes > 1 and spec.trainer.launcher == "Job"
+            and job.failure_reason == "BackoffLimitExceeded" and stage.restarts < spec.trainer.max_restarts)
 
 
 def _running_problem(job: JobState, pods: list[PodReport], observed: Observed) -> tuple[str, str]:

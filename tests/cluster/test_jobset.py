@@ -1,6 +1,8 @@
-"""Multi-node training on the real JobSet controller (trainer.launcher JobSet): a lost rank fails
-its Job, JobSet recreates the whole group (failurePolicy.maxRestarts) and the experiment keeps
-running, then finishes with the summary of the restarted group's rank 0."""
+"""Multi-node training that loses a rank. On the real JobSet controller (trainer.launcher JobSet): the
+lost rank fails its Job, JobSet recreates the whole group (failurePolicy.maxRestarts). On a plain
+Indexed Job (launcher Job): the Job fails at once (backoffLimit 0) and the operator deletes it and
+starts the group again. Either way the experiment keeps running, then finishes with the summary of
+the restarted group's rank 0."""
 
 from __future__ import annotations
 
@@ -102,3 +104,53 @@ def lose_a_rank(kube_cluster, api, namespace: str, tmp_path) -> None:
     assert sft["state"] == "Succeeded" and sft["summary"]["steps"] == 375  # rank 0's termination message
     assert [job.metadata.name for job in children(api, namespace, name)["jobs"]
             if job.metadata.labels["negrl.io/stage"] == "sft"] == [f"{jobset}-node-0"]
+
+
+def job_pods(api, namespace: str, job: str) -> list:
+    pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=f"batch.kubernetes.io/job-name={job}")
+    return sorted((p for p in pods.items if p.metadata.deletion_timestamp is None and p.status.phase == "Running"),
+                  key=lambda p: p.metadata.annotations["batch.kubernetes.io/job-completion-index"])
+
+
+def test_a_plain_job_that_loses_a_rank_is_restarted_whole_by_the_operator(kube_cluster, api, operator, namespace,
+                                                                           tmp_path):
+    try:
+        lose_a_rank_of_a_plain_job(kube_cluster, api, namespace, tmp_path)
+    finally:
+        release_held_pods(api, namespace)
+
+
+def lose_a_rank_of_a_plain_job(kube_cluster, api, namespace: str, tmp_path) -> None:
+    name, job = "plain", "plain-trainer-sft"
+    doc = example(namespace, name)
+    doc["spec"]["trainer"].update({"nodes": 2, "launcher": "Job", "maxRestarts": 2,
+                                   "resources": {"requests": {"cpu": 4, "memory": "16Gi"}}})
+    doc["spec"]["scheduling"] = {"trainer": {"podAnnotations": {"kwok.negrl.io/hold": "true"}}}
+    core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
+    with Kubelet(api, namespace):
+        kubectl_apply(kube_cluster, doc, tmp_path)
+        pods = wait_for("both ranks running", lambda: job_pods(api, namespace, job), lambda found: len(found) == 2,
+                        timeout=120)
+        assert batch.read_namespaced_job(job, namespace).spec.backoff_limit == 0  # no in-place replacement
+        assert f"--rdzv-endpoint={job}-0.{job}-hl.{namespace}.svc:29500" in pods[0].spec.containers[0].command
+        first_uid = batch.read_namespaced_job(job, namespace).metadata.uid
+
+        lost = time.monotonic()
+        kill(core, pods[1], namespace)
+        before = {p.metadata.uid for p in pods}
+        restarted = wait_for("a restarted group", lambda: job_pods(api, namespace, job),
+                             lambda found: len(found) == 2 and not ({p.metadata.uid for p in found} & before),
+                             timeout=120)
+        print(f"lost rank (plain Job) -> restarted group running: {time.monotonic() - lost:.2f}s")
+        assert batch.read_namespaced_job(job, namespace).metadata.uid != first_uid  # a new Job: every pod new
+        status = experiment(api, namespace, name)["status"]
+        sft = next(s for s in status["stages"] if s["name"] == "sft")
+        assert (status["phase"], sft["state"], sft["restarts"]) == ("Running", "Running", 1)
+
+        for pod in restarted:  # the group trains to the end
+            core.patch_namespaced_pod(pod.metadata.name, namespace,
+                                      {"metadata": {"annotations": {"kwok.negrl.io/hold": None}}})
+        sft = wait_for("sft Succeeded", lambda: next(s for s in experiment(api, namespace, name)["status"]["stages"]
+                                                     if s["name"] == "sft"),
+                       lambda found: found["state"] in ("Succeeded", "Failed"), timeout=90)
+    assert (sft["state"], sft["restarts"], sft["summary"]["steps"]) == ("Succeeded", 1, 375)

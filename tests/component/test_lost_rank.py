@@ -1,10 +1,9 @@
 """Multi-node training that survives a lost rank, on real DeepSpeed (CPU, gloo) under real torchrun
 agents launched as the operator launches them on several pods (c10d rendezvous hosted by node 0,
---max-restarts). Node 1's pod (agent and worker) is killed after the first checkpoint, then either
-the whole group is replaced (what the JobSet launcher does: node 0's pod goes too, two new pods
-start) or only the lost pod (the plain Job's replacement pod rejoins node 0's rendezvous, whose
-agent restarts its worker group in place). Either way training resumes from the last checkpoint and
-ends with the weights and the final loss of a run that was never interrupted."""
+--max-restarts). Node 1's pod (agent and worker) is killed after the first checkpoint, then the
+whole group is replaced (what JobSet does, and the operator for a plain Job: node 0's pod goes too,
+two new pods start). Training resumes from the last checkpoint and ends with the weights and the
+final loss of a run that was never interrupted."""
 
 from __future__ import annotations
 
@@ -90,10 +89,10 @@ def uninterrupted(tiny_model_dir, tmp_path_factory):
     return config
 
 
-# Replacing only the lost rank (the plain Job's behaviour) is not tested: tried here, the replacement
-# agent timed out (60 s) waiting for the next round's MASTER_ADDR; use trainer.launcher JobSet.
-@pytest.mark.parametrize("replace", ["group"])
-def test_lost_rank_resumes_and_ends_where_an_uninterrupted_run_does(uninterrupted, tiny_model_dir, tmp_path, replace):
+# Replacing only the lost rank does not work with torch 2.13's elastic agent (pytorch/pytorch#147064):
+# tried here, the replacement waited 60 s for the new round's MASTER_ADDR and node 0's agent for the
+# replacement's role info, then both failed. So no launcher replaces one rank in place.
+def test_lost_rank_resumes_and_ends_where_an_uninterrupted_run_does(uninterrupted, tiny_model_dir, tmp_path):
     env = train_env()
     config, path = stage(tiny_model_dir, tmp_path / "lost")
     port = free_port()
@@ -109,12 +108,9 @@ def test_lost_rank_resumes_and_ends_where_an_uninterrupted_run_does(uninterrupte
         time.sleep(0.05)
     lost_at = time.monotonic()
     kill_pod(node1)  # the lost pod: its agent and its worker
-    if replace == "group":
-        kill_pod(node0)  # JobSet's group restart: the other pods go too
-        port = free_port()  # the new pods; the new node 0 hosts a new rendezvous store
-        node0 = agent(path, port, env, tmp_path / "node0.log")
-    else:
-        (tmp_path / "node0.log").write_text("")
+    kill_pod(node0)  # the group restart: the other pods go too
+    port = free_port()  # the new pods; the new node 0 hosts a new rendezvous store
+    node0 = agent(path, port, env, tmp_path / "node0.log")
     node1 = agent(path, port, env, tmp_path / "node1.log", host=False)  # the replacement pod
     outputs = []
     for node in (node0, node1):
@@ -128,7 +124,7 @@ def test_lost_rank_resumes_and_ends_where_an_uninterrupted_run_does(uninterrupte
     manifest = json.loads((Path(config.output_dir) / "manifest.json").read_text())["summary"]
     assert manifest["world_size"] == 2 and manifest["steps"] == PARAMS["max_steps"], manifest
     assert 2 <= manifest["resumed_from_step"] < PARAMS["max_steps"], manifest  # resumed, not restarted from 0
-    print(f"lost rank ({replace} replaced) -> finished run: {time.monotonic() - lost_at:.1f}s")
+    print(f"lost rank (group replaced) -> finished run: {time.monotonic() - lost_at:.1f}s")
 
     whole = [json.loads(line) for line in (Path(uninterrupted.output_dir) / "train_log.jsonl").read_text().splitlines()]
     lost = [json.loads(line) for line in (Path(config.output_dir) / "train_log.jsonl").read_text().splitlines()]

@@ -104,7 +104,8 @@ def experiment_manifest(namespace: str, name: str, images: dict[str, str]) -> di
     spec["sampler"] = {"image": images["sampler-cpu"], "gpus": 0, "cpuKvCacheGb": 1, "maxModelLen": 64,
                        "startupTimeoutS": 900, "resources": SMALL}
     spec["worker"] = {"image": images["worker"], "shards": 2, "resources": SMALL}
-    spec["trainer"].update(resources=SMALL)
+    # two training pods: torchrun's c10d rendezvous at pod 0's name under the headless Service
+    spec["trainer"].update(resources=SMALL, nodes=2)
     return doc
 
 
@@ -128,7 +129,7 @@ def get_experiment(api, namespace: str, name: str) -> dict:
 def test_stargraph_experiment_runs_to_succeeded_on_real_pods(node_cluster, api, chart, prometheus, tmp_path):
     core = client.CoreV1Api(api)
     operator_pods = core.list_namespaced_pod(SYSTEM, label_selector=f"app.kubernetes.io/instance={RELEASE}").items
-    assert [p.status.phase for p in operator_pods] == ["Running"]
+    assert [p.status.phase for p in operator_pods] == ["Running", "Running"]  # the chart's two replicas
     assert through_service(node_cluster, "/healthz") == "ok\n"
     assert "negrl_operator_" in through_service(node_cluster, "/metrics")
 
@@ -171,6 +172,11 @@ def test_stargraph_experiment_runs_to_succeeded_on_real_pods(node_cluster, api, 
     assert results["counts"]["samples"] == json.loads((root / "sample" / "manifest.json").read_text())["summary"]["samples"]
     # models written by uid 1000 are readable by every user (the samplers loaded them)
     assert all(path.stat().st_mode & 0o004 for path in (root / "sft" / "model").iterdir())
+
+    # every training stage ran as two ranks that met through the headless Service's DNS name
+    for stage in ("sft", "rft", "step-dpo", "outcome-dpo"):
+        job = client.BatchV1Api(api).read_namespaced_job(stages[stage]["job"], namespace)
+        assert (job.spec.completions, job.status.succeeded) == (2, 2), (stage, job.status)
 
     sample_job = stages["sample"]["job"]
     logs = node_cluster.kubectl("logs", f"job/{sample_job}", "-n", namespace).stdout

@@ -269,7 +269,9 @@ def test_sharded_stages_have_a_backoff_limit_per_index_and_others_one_per_job():
         assert "backoffLimit" not in spec
     for name in ("prepare", "rft-data", "eval-sft"):
         assert jobs[name]["spec"]["backoffLimit"] == 2 and "backoffLimitPerIndex" not in jobs[name]["spec"]
-    assert jobs["sft"]["spec"]["backoffLimit"] == 1  # trainer.backoffLimit: the group fails or restarts whole
+    # several training pods: a lost one fails the Job (the operator restarts the group); one pod: retried
+    assert jobs["sft"]["spec"]["backoffLimit"] == 0
+    assert jobs_of(SINGLE_NODE)["sft"]["spec"]["backoffLimit"] == 1  # trainer.backoffLimit
 
 
 def test_active_deadline_comes_from_each_stage_spec():

@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 from negrl_operator.api.experiment import ExperimentSpec
 from negrl_operator.api.status import ExperimentStatus, rfc3339
 from negrl_operator.reconcile.manifest import Owner
-from negrl_operator.reconcile.observation import Observed, PodReport, child_state, deployment_state, job_state
+from negrl_operator.reconcile.observation import (
+    Observed,
+    PodReport,
+    child_state,
+    deployment_state,
+    job_state,
+    jobset_state,
+)
 from negrl_operator.reconcile.plan import SUMMARY_GRACE_S, Plan, plan
 from tests.unit.test_experiment import spec_with
 
@@ -51,6 +58,8 @@ class Cluster:
             body = {**body, "metadata": {**body["metadata"], "uid": f"uid-{name}"}}
             if kind == "Job":
                 jobs[name] = job_state(body)
+            elif kind == "JobSet":
+                jobs[name] = jobset_state(body)
             elif kind == "Deployment":
                 deployments[name] = deployment_state(body)
             else:
@@ -77,9 +86,10 @@ class Cluster:
         body["status"] = {**body.get("status", {}), "failed": body.get("status", {}).get("failed", 0) + 1, "active": 1}
         self.pods.append(PodReport(f"{job}-f{len(self.pods)}", job, 0, "Failed", message, 1, rfc3339(self.now)))
 
-    def fail_job(self, job: str) -> None:
+    def fail_job(self, job: str, reason: str = "BackoffLimitExceeded") -> None:
         body = self.objects[("Job", job)]
-        condition = {"type": "Failed", "status": "True", "message": "Job has reached the specified backoff limit"}
+        condition = {"type": "Failed", "status": "True", "reason": reason,
+                     "message": "Job has reached the specified backoff limit"}
         body["status"] = {**body.get("status", {}), "conditions": [condition], "active": 0}
 
     def ready(self) -> None:
@@ -345,6 +355,57 @@ def test_retry_reruns_the_failed_stage_and_keeps_finished_ones():
         run.cluster.finish_running()
         run.step()
     assert run.status.phase == "Succeeded"
+
+
+def deleted(result: Plan) -> list[tuple[str, str]]:
+    return [(ref.kind, ref.name) for ref in result.delete]
+
+
+def test_a_lost_rank_restarts_a_multi_node_training_group_until_its_restarts_are_spent():
+    run = Run(trainer={"nodes": 2, "maxRestarts": 2})
+    run.until("sft")
+    for restart in (1, 2):
+        run.cluster.fail_pod("exp-trainer-sft", '{"stage":"sft","error":"gloo: connection reset by peer"}')
+        run.cluster.fail_job("exp-trainer-sft")
+        failed_job = copy.deepcopy(run.cluster.objects[("Job", "exp-trainer-sft")])
+        result = run.step()
+        stage = run.status.stage_named("sft")
+        assert (stage.state, stage.reason, stage.restarts, run.status.phase) == ("Waiting", "GroupRestart", restart,
+                                                                                  "Running")
+        assert stage.message == ("a rank was lost (gloo: connection reset by peer); restarting the training group "
+                                 f"from its last checkpoint ({restart} of 2)")
+        assert ("Job", "exp-trainer-sft") in deleted(result) and not applied(result)
+        run.cluster.objects[("Job", "exp-trainer-sft")] = failed_job  # still there (deletion under way)
+        result = run.step()
+        assert ("Job", "exp-trainer-sft") in deleted(result) and run.status.stage_named("sft").restarts == restart
+        result = run.step()  # gone: every pod of the group starts again (they resume from the last checkpoint)
+        assert ("Job", "exp-trainer-sft") in applied(result) and run.state("sft") == "Running"
+        assert (run.status.stage_named("sft").reason, run.status.stage_named("sft").restarts) == ("", restart)
+    run.cluster.fail_job("exp-trainer-sft")  # a third loss: no restart left
+    run.step()
+    assert (run.status.phase, run.state("sft"), run.status.stage_named("sft").restarts) == ("Failed", "Failed", 2)
+
+
+@pytest.mark.parametrize(("trainer", "reason"), [
+    ({"nodes": 2}, "PodFailurePolicy"),  # exit CONFIG_ERROR: no restart can fix the config
+    ({"nodes": 2}, "DeadlineExceeded"),  # its activeDeadlineSeconds is spent, not a rank
+    ({"nodes": 2, "maxRestarts": 0}, "BackoffLimitExceeded"),
+    ({"nodes": 1}, "BackoffLimitExceeded"),  # one pod: the Job's own pod retries were spent
+    ({"nodes": 2, "launcher": "JobSet"}, "BackoffLimitExceeded"),  # JobSet restarts the group itself
+])
+def test_training_failures_that_are_not_a_lost_rank_fail_the_stage(trainer, reason):
+    run = Run(trainer=trainer)
+    run.until("sft")
+    kind = "JobSet" if trainer.get("launcher") == "JobSet" else "Job"
+    body = run.cluster.objects[(kind, "exp-trainer-sft")]
+    if kind == "JobSet":
+        body["status"] = {"terminalState": "Failed", "conditions": [{"type": "Failed", "status": "True",
+                                                                     "reason": reason}]}
+    else:
+        run.cluster.fail_job("exp-trainer-sft", reason)
+    result = run.step()
+    assert (run.status.phase, run.state("sft"), run.status.stage_named("sft").restarts) == ("Failed", "Failed", 0)
+    assert (kind, "exp-trainer-sft") not in applied(result)
 
 
 def kueue_run() -> Run:

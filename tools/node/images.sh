@@ -1,26 +1,36 @@
 #!/usr/bin/env bash
 # Builds the Dockerfile's images for the test node without any registry: podman on a Python base
-# made with debootstrap (`--build-arg PYTHON_IMAGE=...`), each saved as a docker-archive under
-# ${NEGRL_CACHE_DIR:-$HOME/.cache/negrl}/images/, named by a hash of everything that goes into it.
-# The cluster fixture (tests/fixtures/node.py) imports the archives into the node's containerd.
+# made with debootstrap (`--build-arg PYTHON_IMAGE=...`). podman's image store lives in the cache
+# (${NEGRL_CACHE_DIR:-$HOME/.cache/negrl}/podman), so its layers survive like the Go builds do: a
+# code change rebuilds only the layers that copy the code. Each image is tagged by a hash of what
+# goes into its target; the cluster fixture (tests/fixtures/node.py) streams the ones its containerd
+# lacks with --export, so no docker-archive is ever written to disk.
 #
 #   tools/node/images.sh [TARGET...]   build what is missing (default: pause operator worker sampler-cpu);
-#                                      prints "TARGET IMAGE ARCHIVE" per target
+#                                      prints "TARGET IMAGE" per target
 #   tools/node/images.sh --print       the same lines, building nothing
+#   tools/node/images.sh --export IMAGE
+#                                      the image as a docker-archive on stdout (for `ctr images import -`)
 # Images are tagged localhost/negrl-<target>:<key>; pods use imagePullPolicy Never.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-CACHE=${NEGRL_CACHE_DIR:-$HOME/.cache/negrl}/images
+CACHE=${NEGRL_CACHE_DIR:-$HOME/.cache/negrl}
+STORE=$CACHE/podman
 SUITE=bookworm
 MIRROR=${NEGRL_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-# crun refuses hybrid cgroup hierarchies; runc and cgroupfs work on these machines
-PODMAN=(podman --runtime runc --cgroup-manager cgroupfs)
+# crun refuses hybrid cgroup hierarchies; runc and cgroupfs work on these machines. The run root
+# (locks, mounts) is per boot, on tmpfs; the image store is in the cache.
+PODMAN=(podman --root "$STORE/storage" --runroot /run/negrl-podman --runtime runc --cgroup-manager cgroupfs)
 
 fail() { printf 'tools/node/images.sh FAILED: %s\n' "$*" >&2; exit 1; }
 hash_of() { sha256sum | cut -c1-16; }
 
+if [ "${1:-}" = "--export" ]; then
+  [ $# -eq 2 ] || fail "usage: --export IMAGE"
+  exec "${PODMAN[@]}" save --format docker-archive "$2"
+fi
 PRINT=0
 if [ "${1:-}" = "--print" ]; then PRINT=1; shift; fi
 TARGETS=("$@"); [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(pause operator worker sampler-cpu)
@@ -28,15 +38,24 @@ TARGETS=("$@"); [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(pause operator worker sampl
 BASE_VERSION=2  # bump when build_base changes what goes into the base
 BASE_KEY=$(echo "$SUITE $BASE_VERSION $MIRROR" | hash_of)
 BASE=localhost/negrl-python-base:$BASE_KEY
-# what goes into every target: the Dockerfile and the files it copies (tracked or not, not ignored)
-SOURCE_KEY=$(cd "$ROOT" && { echo "$BASE_KEY"; git ls-files -co --exclude-standard -- Dockerfile pyproject.toml \
-  README.md operator sampler trainer tools/vllm_requirements.py | LC_ALL=C sort | xargs sha256sum; } | hash_of)
-
-archive_of() { echo "$CACHE/negrl-$1-$SOURCE_KEY.tar"; }
+# What goes into a target: the Dockerfile and the files it copies (tracked or not, not ignored).
+# sampler-cpu copies no NegRL code, so a code change leaves it (7 GB) as it is.
+inputs_of() {
+  case $1 in
+    sampler-cpu) echo Dockerfile pyproject.toml tools/vllm_requirements.py ;;
+    *) echo Dockerfile pyproject.toml README.md operator sampler trainer ;;
+  esac
+}
+key_of() {
+  # shellcheck disable=SC2046
+  (cd "$ROOT" && { echo "$BASE_KEY $1"; git ls-files -co --exclude-standard -- $(inputs_of "$1") \
+    | LC_ALL=C sort | xargs sha256sum; } | hash_of)
+}
+image_of() { echo "localhost/negrl-$1:$(key_of "$1")"; }
 build_base() {
   "${PODMAN[@]}" image exists "$BASE" && return 0
   echo "building the base image $BASE (debootstrap $SUITE, python3 with headers, venv at /opt/python)"
-  local work; work=$(mktemp -d "$CACHE/.base.XXXXXX")
+  local work; work=$(mktemp -d "$STORE/.base.XXXXXX")
   # a failure exits the script: leave no mount behind
   trap 'umount -l "'"$work"'/rootfs/proc" 2>/dev/null || true; rm -rf "'"$work"'"' EXIT
   debootstrap --variant=minbase --include=python3,python3-venv,python3-dev,ca-certificates "$SUITE" "$work/rootfs" "$MIRROR" \
@@ -60,47 +79,45 @@ build_base() {
 
 # The pod sandbox image: tools/node/build.sh's `pause` binary alone, as one layer.
 PAUSE_BIN=$(bash "$HERE/build.sh" --print-bin-dir)/pause
-PAUSE_KEY=$({ cat "$PAUSE_BIN" 2>/dev/null || echo missing; } | hash_of)
+PAUSE_IMAGE=localhost/negrl-pause:$({ cat "$PAUSE_BIN" 2>/dev/null || echo missing; } | hash_of)
 build_pause() {
-  local image="localhost/negrl-pause:$PAUSE_KEY" archive="$CACHE/negrl-pause-$PAUSE_KEY.tar" work
-  if [ ! -s "$archive" ]; then
-    [ -x "$PAUSE_BIN" ] || fail "no $PAUSE_BIN: run tools/node/build.sh first"
-    work=$(mktemp -d "$CACHE/.pause.XXXXXX")
-    install -m 0755 "$PAUSE_BIN" "$work/pause"
-    tar -C "$work" -c pause | "${PODMAN[@]}" import --change 'ENTRYPOINT ["/pause"]' - "$image" >/dev/null \
-      || fail "podman import of the pause image"
-    "${PODMAN[@]}" save --format docker-archive -o "$archive" "$image" >&2 || fail "podman save $image"
-    rm -rf "$work"
-    find "$CACHE" -maxdepth 1 -name "negrl-pause-*.tar" ! -name "$(basename "$archive")" -delete
-  fi
-  echo "pause $image $archive"
+  local work
+  [ -x "$PAUSE_BIN" ] || fail "no $PAUSE_BIN: run tools/node/build.sh first"
+  work=$(mktemp -d "$STORE/.pause.XXXXXX")
+  install -m 0755 "$PAUSE_BIN" "$work/pause"
+  tar -C "$work" -c pause | "${PODMAN[@]}" import --change 'ENTRYPOINT ["/pause"]' - "$PAUSE_IMAGE" >/dev/null \
+    || fail "podman import of the pause image"
+  rm -rf "$work"
 }
 
 build_target() {
-  [ "$1" = pause ] && { build_pause; return; }
-  local target=$1 image="localhost/negrl-$1:$SOURCE_KEY" archive; archive=$(archive_of "$1")
-  if [ -s "$archive" ]; then echo "$target $image $archive"; return 0; fi
+  local target=$1 image=$2 t0; t0=$(date +%s)
   build_base
-  local t0; t0=$(date +%s)
   echo "building $image (Dockerfile target $target)" >&2
   "${PODMAN[@]}" build --network host --layers --build-arg "PYTHON_IMAGE=$BASE" --target "$target" \
     -t "$image" "$ROOT" >&2 || fail "podman build --target $target"
-  "${PODMAN[@]}" save --format docker-archive -o "$archive.partial" "$image" >&2 || fail "podman save $image"
-  mv "$archive.partial" "$archive"
-  printf 'built %s in %ss (%s)\n' "$image" "$(( $(date +%s) - t0 ))" "$(du -h "$archive" | cut -f1)" >&2
-  # archives of older keys of this target are not needed any more
-  find "$CACHE" -maxdepth 1 -name "negrl-$target-*.tar" ! -name "$(basename "$archive")" -delete
-  echo "$target $image $archive"
+  printf 'built %s in %ss\n' "$image" "$(( $(date +%s) - t0 ))" >&2
 }
 
-if [ "$PRINT" = 1 ]; then
-  for target in "${TARGETS[@]}"; do
-    if [ "$target" = pause ]; then echo "pause localhost/negrl-pause:$PAUSE_KEY $CACHE/negrl-pause-$PAUSE_KEY.tar"
-    else echo "$target localhost/negrl-$target:$SOURCE_KEY $(archive_of "$target")"; fi
+# Older keys of a target and the layers only they used go: the store keeps one build of each.
+forget_older() {
+  local repository=${1%:*} name
+  for name in $("${PODMAN[@]}" images --format '{{.Repository}}:{{.Tag}}' "$repository"); do
+    [ "$name" = "$1" ] || "${PODMAN[@]}" rmi --force "$name" >/dev/null || true
   done
-  exit 0
-fi
-mkdir -p "$CACHE"
-exec 9>"$CACHE/.build.lock"
-flock 9
-for target in "${TARGETS[@]}"; do build_target "$target"; done
+  "${PODMAN[@]}" image prune --force >/dev/null || true
+}
+
+for target in "${TARGETS[@]}"; do
+  if [ "$target" = pause ]; then image=$PAUSE_IMAGE; else image=$(image_of "$target"); fi
+  if [ "$PRINT" = 0 ]; then
+    mkdir -p "$STORE"
+    exec 9>"$STORE/.build.lock"
+    flock 9
+    if ! "${PODMAN[@]}" image exists "$image"; then
+      if [ "$target" = pause ]; then build_pause; else build_target "$target" "$image"; fi
+      forget_older "$image"
+    fi
+  fi
+  echo "$target $image"
+done
