@@ -250,15 +250,15 @@ def test_metrics_are_served_on_the_metrics_port():
     from negrl_trainer.train_command import TrainMetrics
 
     port = free_port()
-    metrics = TrainMetrics(port, "exp", "dpo")
+    metrics = TrainMetrics(port, "exp", "dpo", node_rank="1")
     metrics({"step": 3, "total_steps": 10, "loss": 0.5, "learning_rate": 1e-6, "grad_norm": 2.0, "tokens": 100,
              "tokens_per_second": 50.0, "reward_margin": 0.25, "preference_accuracy": 0.75})
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     metrics.server.shutdown()
-    for line in ['negrl_trainer_loss{experiment="exp",stage="dpo"} 0.5',
-                 'negrl_trainer_reward_margin{experiment="exp",stage="dpo"} 0.25',
-                 'negrl_trainer_tokens_total{experiment="exp",stage="dpo"} 100.0',
-                 'negrl_trainer_step{experiment="exp",stage="dpo"} 3.0']:
+    for line in ['negrl_trainer_loss{experiment="exp",node_rank="1",stage="dpo"} 0.5',
+                 'negrl_trainer_reward_margin{experiment="exp",node_rank="1",stage="dpo"} 0.25',
+                 'negrl_trainer_tokens_total{experiment="exp",node_rank="1",stage="dpo"} 100.0',
+                 'negrl_trainer_step{experiment="exp",node_rank="1",stage="dpo"} 3.0']:
         assert line in text
 
 

@@ -31,7 +31,7 @@ PURE_CORE = (
     "negrl_sampler.dataset", "negrl_sampler.stargraph", "negrl_sampler.simulated_policy",
     "negrl_sampler.grading.answer", "negrl_sampler.grading.number", "negrl_sampler.grading.latex",
     "negrl_sampler.grading.equivalence",
-    "negrl_trainer.loss", "negrl_trainer.objective", "negrl_trainer.batch",
+    "negrl_trainer.loss", "negrl_trainer.objective", "negrl_trainer.batch", "negrl_trainer.rank",
 )
 
 
