@@ -89,6 +89,7 @@ OPERATOR_NEEDS = {
     ("", "configmaps"): {"list", "watch", "create", "patch", "delete"},
     ("", "pods"): {"list", "watch"},
     ("", "events"): {"create"},
+    ("", "persistentvolumeclaims"): {"get"},
 }
 
 
@@ -111,6 +112,7 @@ def test_rbac_grants_what_the_operator_uses_and_nothing_broad():
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
         assert "secrets" not in rule["resources"]
         assert not {"update", "create", "delete"} & set(rule["verbs"]) or rule["resources"] != ["pods"]
+    assert rules[("", "persistentvolumeclaims")] == {"get"}  # read one named claim; never write, list or watch
 
 
 def test_single_replica_without_leader_election_is_recreated():
