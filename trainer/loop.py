@@ -1,9 +1,10 @@
 """The training loop shared by SFT, RFT and DPO: set up, resume, step, checkpoint, export.
 
 `run_training(config)` is the whole stage. It is a no-op returning the recorded summary when the
-stage's manifest already matches its inputs. Per-step figures go to `on_step` callbacks (rank 0
-only): the command shows them in a progress bar, serves them on /metrics and appends them to
-<output_dir>/train_log.jsonl.
+stage's manifest already matches its inputs. Per-step figures (reduced over all ranks) go to the
+`on_step` callbacks of every rank, which the command chooses per rank: rank 0 shows them in a
+progress bar and tracks them, local rank 0 of each pod serves them on /metrics; rank 0 appends them
+to <output_dir>/train_log.jsonl.
 """
 
 from __future__ import annotations
@@ -228,8 +229,8 @@ def train_steps(run: Run, engine, start: int, on_step, log_path: Path) -> list[d
         if run.dist.rank == 0:
             with open(log_path, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
-            for callback in on_step:
-                callback({**record, "total_steps": total})
+        for callback in on_step:  # every rank has the reduced record; the caller chose its callbacks per rank
+            callback({**record, "total_steps": total})
         periodic = params.checkpoint_every_steps and (step + 1) % params.checkpoint_every_steps == 0
         if periodic or step + 1 == total:
             save_checkpoint(engine, run.output_dir / CHECKPOINTS, step + 1, run.inputs, run.dist.rank)

@@ -3,8 +3,8 @@ pairs; they differ only in their data).
 
 Run it directly on one machine, or under torchrun on 1..N GPUs and 1..M nodes. Rank 0 shows a
 progress bar on a terminal (progress lines in a log), writes the curves to TensorBoard (and MLflow
-when configured), serves /metrics when metricsPort is set, and prints a one-line JSON summary at
-exit (also written to the termination-message path when it exists).
+when configured) and prints a one-line JSON summary at exit (also written to the termination-message
+path when it exists). When metricsPort is set, local rank 0 of every pod serves /metrics (rank.py).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from negrl_operator.api.artifact import MANIFEST, TRAIN_LOG
 from negrl_operator.api.progress import Throttle, period_s, progress_line
 from negrl_operator.api.stage_config import STAGE_CONFIG_PATH, TrainStageConfig, load_stage_config
 from negrl_operator.api.termination import report_summary
+from negrl_trainer.rank import rank_role
 from negrl_trainer.tracking import Tracker, stage_name, step_scalars, summary_scalars
 
 # record key -> (metric name, help)
@@ -40,11 +41,11 @@ GAUGES: dict[str, tuple[str, str]] = {
 class TrainMetrics:
     """Per-step figures as Prometheus gauges (and a token counter), served on /metrics."""
 
-    def __init__(self, port: int, experiment: str, stage: str, registry=None):
+    def __init__(self, port: int, experiment: str, stage: str, registry=None, node_rank: str = "0"):
         from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
         self.registry = registry or CollectorRegistry()
-        labels = {"experiment": experiment, "stage": stage}
+        labels = {"experiment": experiment, "stage": stage, "node_rank": node_rank}
         self.gauges = {
             key: Gauge(name, text, list(labels), registry=self.registry).labels(**labels)
             for key, (name, text) in GAUGES.items()
@@ -135,17 +136,18 @@ def leave_process_group() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    rank0 = os.environ.get("RANK", "0") == "0"
     config = load_stage_config(args.config, TrainStageConfig)  # errors: mapped by the CLI (exit 3 or 4)
+    role = rank_role(os.environ, config.metrics_port)
+    rank0 = role.leader
     from negrl_trainer.loop import run_training
 
     callbacks, bar, tracker = [], None, None
     label = stage_name(config)
+    if role.serves_metrics:
+        callbacks.append(TrainMetrics(config.metrics_port, config.experiment, config.stage, node_rank=role.node_rank))
     if rank0:
         tracker = Tracker(config).start()  # a wrong MLflow URI fails now, not after training
         callbacks.append(tracking_callback(tracker))
-        if config.metrics_port:
-            callbacks.append(TrainMetrics(config.metrics_port, config.experiment, config.stage))
         if not args.no_progress:
             bar = ProgressBar(label) if sys.stderr.isatty() else ProgressLines(label, period_s())
             callbacks.append(bar)

@@ -278,7 +278,9 @@ class TrainerSpec(Strict):
 
 
 class StorageSpec(Strict):
-    claim_name: str = Field(min_length=1, max_length=253, description="PersistentVolumeClaim shared by every pod (RWX).")
+    claim_name: str = Field(min_length=1, max_length=253, description="PersistentVolumeClaim shared by every pod: ReadWriteMany (NFS, CephFS, a CSI file store). "
+                                        "A ReadWriteOnce claim works only while every pod runs on one node; the "
+                                        "StorageShared condition says so.")
     mount_path: str = Field("/data", pattern=r"^/", description="Where the volume is mounted in every pod.")
     path: str = Field(
         "negrl", pattern=r"^[^/].*$|^$",

@@ -13,7 +13,7 @@ from negrl_operator.api.stage_config import Strict
 Phase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed", "Degraded"]
 TERMINAL_PHASES = ("Succeeded", "Failed", "Degraded")  # Degraded: failurePolicy Continue, some branches done
 StageState = Literal["Pending", "Waiting", "Running", "Succeeded", "Failed"]
-ConditionType = Literal["Ready", "Reconciling", "Stalled", "Progressing", "Degraded"]
+ConditionType = Literal["Ready", "Reconciling", "Stalled", "Progressing", "Degraded", "StorageShared"]
 
 
 def rfc3339(moment: datetime) -> str:
@@ -25,7 +25,8 @@ def parse_time(text: str) -> datetime:
 
 
 class Condition(Strict):
-    type: ConditionType = Field(description="Ready, Reconciling, Stalled (kstatus), Progressing or Degraded.")
+    type: ConditionType = Field(description="Ready, Reconciling, Stalled (kstatus), Progressing, Degraded or StorageShared "
+                                                     "(whether the pods that run at once can all mount spec.storage.claimName).")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(description="CamelCase reason of the last transition.")
     message: str = Field("", description="Human-readable detail.")

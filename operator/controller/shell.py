@@ -1,7 +1,7 @@
 """The kopf shell: observe -> plan -> apply -> status, whenever an experiment or one of its children changes.
 
 kopf watches (server-side filtered to our children) fill indices, so a reconcile reads nothing from
-the API server; every watch event queues its experiment on the work queue (workqueue.py), whose
+the API server but the experiment's claim (claim.py, cached); every watch event queues its experiment on the work queue (workqueue.py), whose
 workers reconcile it; a slow timer per key is only a safety net. A reconcile writes only what the
 plan changes (server-side apply with one field manager, deletes, suspension, the status when it
 changed, Events). Errors are mapped once, in `handle`: API errors back off exponentially, a refused
@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 from negrl_operator.api.experiment import KIND, ExperimentSpec
 from negrl_operator.api.status import ExperimentStatus, parse_status, rfc3339
+from negrl_operator.controller.claim import ClaimReader
 from negrl_operator.controller.election import elect
 from negrl_operator.controller.kube import EventPoster, Kube, apply_plan
 from negrl_operator.controller.metrics import Heartbeat, OperatorMetrics, serve
@@ -36,7 +37,7 @@ from negrl_operator.controller.watch import build_registry
 from negrl_operator.controller.workqueue import WorkQueue, retry_delay
 from negrl_operator.reconcile.condition import EventRecord, rejected
 from negrl_operator.reconcile.manifest import Owner
-from negrl_operator.reconcile.observation import Observed
+from negrl_operator.reconcile.observation import ClaimState, Observed
 from negrl_operator.reconcile.plan import Plan, plan
 
 log = logging.getLogger("negrl.operator")
@@ -49,6 +50,7 @@ class Runtime:
     metrics: OperatorMetrics
     heartbeat: Heartbeat
     events: EventPoster | None = None
+    claims: ClaimReader | None = None  # None: claims are not read (no StorageShared condition)
     interval_s: float = 300.0  # the safety net: child events drive reconciles
     workers: int = 8
     locks: defaultdict = field(default_factory=lambda: defaultdict(threading.Lock))
@@ -69,7 +71,7 @@ class Runtime:
             self.queue.add(key, delay_s)
 
 
-def observe(owner: Owner, jobs, deployments, others, pods, job_events=None) -> Observed:
+def observe(owner: Owner, jobs, deployments, others, pods, job_events=None, claim: ClaimState | None = None) -> Observed:
     """This experiment's children from the indices (children of a same-named predecessor are ignored)."""
     key = (owner.namespace, owner.name)
     own_jobs = {job.name: job for job in jobs.get(key, []) if job.owner_uid == owner.uid}
@@ -82,6 +84,7 @@ def observe(owner: Owner, jobs, deployments, others, pods, job_events=None) -> O
         pods=tuple(pod for pod in pods.get(key, []) if pod.owner_uid in job_uids or (not pod.job and pod.policy)
                    or (pod.job in own_jobs and own_jobs[pod.job].kind == "JobSet")),  # JobSet pods: owned by its Jobs
         job_events={name: found[-1] for name in own_jobs if (found := list(events.get((owner.namespace, name), ())))},
+        claim=claim,
     )
 
 
@@ -92,8 +95,9 @@ def reconcile(runtime: Runtime, trigger: str, body, indices: dict, ordered: bool
     with runtime.locks[owner.uid]:
         spec = ExperimentSpec.model_validate(dict(body.get("spec") or {}))
         recorded = runtime.recorded(owner.uid, body.get("status"))
+        claim = runtime.claims.read(owner.namespace, spec.storage.claim_name) if runtime.claims else None
         observed = observe(owner, indices["negrl_jobs"], indices["negrl_deployments"], indices["negrl_children"],
-                           indices["negrl_pods"], indices.get("negrl_job_events"))
+                           indices["negrl_pods"], indices.get("negrl_job_events"), claim)
         result = plan(owner, int(meta.get("generation") or 0), spec, recorded, observed, datetime.now(UTC))
         apply_plan(runtime.kube, owner, result, result.status != recorded, runtime.events, ordered)
         runtime.written[owner.uid] = result.status
@@ -214,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.leader_elect:
         elect(args.lease_name, args.lease_namespace, args.lease_duration)  # blocks while another replica leads
     runtime = Runtime(kube=kube, metrics=metrics, heartbeat=heartbeat, events=EventPoster(kube),
-                      interval_s=args.interval, workers=args.workers)
+                      claims=ClaimReader(kube), interval_s=args.interval, workers=args.workers)
     runtime.queue = WorkQueue(lambda key: handle(runtime, key), workers=args.workers)
     registry = build_registry(runtime, on_request=metrics.request_observer("kopf"))
     log.info("negrl operator: metrics and /healthz on :%d, safety-net reconcile every %.0fs", args.port, args.interval)

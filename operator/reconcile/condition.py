@@ -1,11 +1,12 @@
-"""Conditions (kstatus Ready, Reconciling, Stalled; Progressing, Degraded) and Events, derived from the old
-and new status (pure)."""
+"""Conditions (kstatus Ready, Reconciling, Stalled; Progressing, Degraded; StorageShared) and Events,
+derived from the old and new status (pure)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from negrl_operator.api.status import Condition, ExperimentStatus, StageStatus
+from negrl_operator.reconcile.storage import StorageCheck
 
 RETRY_PREFIX = "retrying after"
 RETRY_REQUESTED = "retry requested"  # spec.retry reset a failed stage
@@ -41,9 +42,12 @@ def _blocking(status: ExperimentStatus) -> StageStatus | None:
     return next((s for s in active if s.reason in STALLED_REASONS), active[0] if active else None)
 
 
-def conditions(status: ExperimentStatus, old: ExperimentStatus, generation: int, now: str) -> list[Condition]:
+def conditions(status: ExperimentStatus, old: ExperimentStatus, generation: int, now: str,
+               storage: StorageCheck | None = None) -> list[Condition]:
     """kstatus's Ready/Reconciling/Stalled (Ready only once Succeeded: a Failed experiment is not
-    Ready) and the older Progressing/Degraded pair, each with a machine-readable reason."""
+    Ready), the older Progressing/Degraded pair, each with a machine-readable reason, and StorageShared
+    (`storage`; None: the claim was not read, the last StorageShared stays). StorageShared False does
+    not stall the experiment: a ReadWriteOnce claim works while every pod runs on one node."""
     phase, message = status.phase, status.message
     retrying = [s for s in status.stages if s.state == "Running" and s.message.startswith(RETRY_PREFIX)]
     failed_any = any(s.state == "Failed" for s in status.stages)  # failurePolicy Continue: before the end too
@@ -81,7 +85,16 @@ def conditions(status: ExperimentStatus, old: ExperimentStatus, generation: int,
                    generation, old.condition("Progressing"), now),
         _condition("Degraded", degraded_reason != "AsExpected", degraded_reason, degraded_message, generation,
                    old.condition("Degraded"), now),
+        *_storage_condition(storage, generation, old.condition("StorageShared"), now),
     ]
+
+
+def _storage_condition(check: StorageCheck | None, generation: int, old: Condition | None, now: str) -> list[Condition]:
+    if check is None:
+        return [old] if old is not None else []
+    since = old.last_transition_time if old is not None and old.status == check.status else now
+    return [Condition(type="StorageShared", status=check.status, reason=check.reason, message=check.message,
+                      last_transition_time=since, observed_generation=generation)]
 
 
 def rejected(status: ExperimentStatus, reason: str, message: str, generation: int, now: str) -> ExperimentStatus:
@@ -131,10 +144,15 @@ PHASE_EVENTS = {
 
 
 def events(old: ExperimentStatus, new: ExperimentStatus) -> list[EventRecord]:
-    """One Event per transition: stages starting, finishing, failing or retrying, and phase changes."""
+    """One Event per transition: stages starting, finishing, failing or retrying, phase changes, and a
+    claim that the experiment's pods cannot share (StorageShared turning False or changing reason)."""
     recorded = {stage.name: stage for stage in old.stages}
     found = [_stage_event(recorded.get(stage.name), stage) for stage in new.stages]
     result = [event for event in found if event is not None]
+    storage, before = new.condition("StorageShared"), old.condition("StorageShared")
+    if storage is not None and storage.status == "False" and (
+            before is None or (before.status, before.reason, before.message) != ("False", storage.reason, storage.message)):
+        result.append(EventRecord("Warning", storage.reason, storage.message))
     if new.phase != old.phase:
         if new.phase in PHASE_EVENTS:
             kind, reason = PHASE_EVENTS[new.phase]

@@ -96,12 +96,24 @@ class PodReport:
 
 
 @dataclass(frozen=True)
+class ClaimState:
+    """The experiment's PersistentVolumeClaim (spec.storage.claimName): whether it exists, its access
+    modes (the bound volume's once Bound, the requested ones before) and its phase."""
+
+    name: str
+    found: bool = True
+    access_modes: tuple[str, ...] = ()
+    phase: str = ""
+
+
+@dataclass(frozen=True)
 class Observed:
     jobs: dict[str, JobState] = field(default_factory=dict)
     deployments: dict[str, DeploymentState] = field(default_factory=dict)
     others: dict[tuple[str, str], ChildState] = field(default_factory=dict)
     pods: tuple[PodReport, ...] = ()
     job_events: dict[str, Problem] = field(default_factory=dict)  # Job name -> its last FailedCreate Event
+    claim: ClaimState | None = None  # None: not read (the shell could not, e.g. no RBAC to read claims)
 
     def pods_of(self, job: str) -> list[PodReport]:
         return [pod for pod in self.pods if pod.job == job]
@@ -216,6 +228,16 @@ def pod_problem(status: dict) -> Problem | None:
     if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
         return Problem("Unschedulable", scheduled.get("message", ""))
     return None
+
+
+def claim_state(name: str, body: dict | None) -> ClaimState:
+    """A PersistentVolumeClaim as a ClaimState (body None: the API server has no such claim)."""
+    if body is None:
+        return ClaimState(name, found=False)
+    spec, status = body.get("spec") or {}, body.get("status") or {}
+    phase = status.get("phase", "")
+    modes = (status.get("accessModes") if phase == "Bound" else None) or spec.get("accessModes") or []
+    return ClaimState(name, access_modes=tuple(modes), phase=phase)
 
 
 def failed_create(body: dict) -> Problem | None:

@@ -69,6 +69,7 @@ from negrl_operator.reconcile.manifest import METRICS_PORT, Owner, job_name, sta
 from negrl_operator.reconcile.observation import JobState, Observed, PodReport
 from negrl_operator.reconcile.result import failure_message, job_summary, results
 from negrl_operator.reconcile.serving import sampler_deployment, sampler_name, sampler_service, server_ref
+from negrl_operator.reconcile.storage import StorageCheck, storage_check
 
 SUMMARY_GRACE_S = 20.0  # a completed Job's pods may report their termination message a moment later
 
@@ -98,6 +99,7 @@ def plan(owner: Owner, generation: int, spec: ExperimentSpec, status: Experiment
     recorded = status
     if spec.retry > status.retry:
         status = _reopen(status, spec.retry)
+    storage = storage_check(observed.claim, owner.namespace, spec, nodes) if observed.claim is not None else None
     if status.phase in TERMINAL_PHASES:
         return _finish(owner, generation, status, status, observed, now)
     result = Plan()
@@ -120,7 +122,7 @@ def plan(owner: Owner, generation: int, spec: ExperimentSpec, status: Experiment
     result.delete += [ChildRef(job.kind, job.name) for job in observed.jobs.values() if job.stage not in names]
     if new.phase in TERMINAL_PHASES:
         return _finish(owner, generation, status, new, observed, now)
-    result.status = _with_conditions(new, status, generation, now)
+    result.status = _with_conditions(new, status, generation, now, storage)
     result.events = events(recorded, result.status)
     return result
 
@@ -349,9 +351,10 @@ def _failure_message(failed: list[StageStatus], stages: list[StageStatus], block
     return f"{names}; not run (they need a failed stage): {', '.join(skipped) or 'none'}; {message}"
 
 
-def _with_conditions(new: ExperimentStatus, old: ExperimentStatus, generation: int, now: datetime) -> ExperimentStatus:
+def _with_conditions(new: ExperimentStatus, old: ExperimentStatus, generation: int, now: datetime,
+                     storage: StorageCheck | None = None) -> ExperimentStatus:
     new = new.model_copy(update={"observed_generation": generation})
-    return new.model_copy(update={"conditions": conditions(new, old, generation, rfc3339(now))})
+    return new.model_copy(update={"conditions": conditions(new, old, generation, rfc3339(now), storage)})
 
 
 def _finish(owner: Owner, generation: int, old: ExperimentStatus, new: ExperimentStatus, observed: Observed,

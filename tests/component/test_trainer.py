@@ -250,16 +250,61 @@ def test_metrics_are_served_on_the_metrics_port():
     from negrl_trainer.train_command import TrainMetrics
 
     port = free_port()
-    metrics = TrainMetrics(port, "exp", "dpo")
+    metrics = TrainMetrics(port, "exp", "dpo", node_rank="1")
     metrics({"step": 3, "total_steps": 10, "loss": 0.5, "learning_rate": 1e-6, "grad_norm": 2.0, "tokens": 100,
              "tokens_per_second": 50.0, "reward_margin": 0.25, "preference_accuracy": 0.75})
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     metrics.server.shutdown()
-    for line in ['negrl_trainer_loss{experiment="exp",stage="dpo"} 0.5',
-                 'negrl_trainer_reward_margin{experiment="exp",stage="dpo"} 0.25',
-                 'negrl_trainer_tokens_total{experiment="exp",stage="dpo"} 100.0',
-                 'negrl_trainer_step{experiment="exp",stage="dpo"} 3.0']:
+    for line in ['negrl_trainer_loss{experiment="exp",node_rank="1",stage="dpo"} 0.5',
+                 'negrl_trainer_reward_margin{experiment="exp",node_rank="1",stage="dpo"} 0.25',
+                 'negrl_trainer_tokens_total{experiment="exp",node_rank="1",stage="dpo"} 100.0',
+                 'negrl_trainer_step{experiment="exp",node_rank="1",stage="dpo"} 3.0']:
         assert line in text
+
+
+def scrape(port: int) -> str:
+    try:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return ""
+
+
+def served_steps(port: int, served: dict) -> dict:
+    """node_rank -> planned steps, from the negrl_trainer_steps series /metrics on `port` serves now."""
+    for line in scrape(port).splitlines():
+        if line.startswith('negrl_trainer_steps{experiment="exp",node_rank="') and float(line.split()[-1]):
+            served[port] = (line.split('node_rank="')[1].split('"')[0], float(line.split()[-1]))
+    return served
+
+
+def test_every_pod_of_a_two_node_run_serves_metrics_on_the_declared_port(tiny_model_dir, deepspeed_cpu_env,
+                                                                          tmp_path):
+    """Two torchrun agents ("pods", one rank each) in one c10d rendezvous, each with its own metrics
+    port (one host cannot give both the same one): the pod without global rank 0 serves /metrics
+    too, with the same reduced figures, labelled with its node rank."""
+    ports, rendezvous = [free_port(), free_port()], free_port()
+    config = train_config("sft", tiny_model_dir, tmp_path, max_steps=20, micro_batch_size=2)
+    env = {k: v for k, v in deepspeed_cpu_env.items() if k not in {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT"}}
+    processes = []
+    for pod, port in enumerate(ports):
+        path = tmp_path / f"stage-{pod}.json"
+        path.write_text(config.model_copy(update={"metrics_port": port, "experiment": "exp"}).model_dump_json())
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d",
+             f"--rdzv-endpoint=127.0.0.1:{rendezvous}", "--rdzv-id=metrics", "-m", "negrl_operator.cli", "train",
+             "--config", str(path), "--no-progress"],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    served: dict = {}
+    while any(p.poll() is None for p in processes) and len(served) < 2:  # planned steps: set at the first step
+        for port in ports:
+            served_steps(port, served)
+        time.sleep(0.05)
+    outputs = [p.communicate(timeout=300) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], [err[-2000:] for _, err in outputs]
+    last = [out.strip().splitlines()[-1] for out, _ in outputs]
+    (summary,) = [json.loads(line) for line in last if line.startswith("{")]  # rank 0's only
+    assert summary["world_size"] == 2 and summary["steps"] > 1
+    assert sorted(served.values()) == [("0", summary["steps"]), ("1", summary["steps"])], served
 
 
 def test_exported_checkpoint_is_served_by_vllm(tiny_model_dir, deepspeed_cpu, vllm_server_for, tmp_path):

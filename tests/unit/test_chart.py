@@ -74,7 +74,7 @@ def test_monitoring_toggles():
     http, metrics = pod_monitor["spec"]["podMetricsEndpoints"]
     assert http["honorLabels"] is metrics["honorLabels"] is False  # the pod's stage label wins
     (drop,) = [r for r in metrics["relabelings"] if r.get("action") == "drop"]
-    assert drop["regex"] == "trainer;[1-9][0-9]*"  # only rank 0 of a training Job serves /metrics
+    assert drop["regex"] == "trainer;[1-9][0-9]*"  # every training pod serves the same figures: one is scraped
     assert drop["sourceLabels"][1] == "__meta_kubernetes_pod_annotation_batch_kubernetes_io_job_completion_index"
     assert not [r for r in http["relabelings"] if r.get("action") == "drop"]
     assert not by_kind(render("grafana.dashboards.enabled=false"), "ConfigMap")
@@ -89,6 +89,7 @@ OPERATOR_NEEDS = {
     ("", "configmaps"): {"list", "watch", "create", "patch", "delete"},
     ("", "pods"): {"list", "watch"},
     ("", "events"): {"create"},
+    ("", "persistentvolumeclaims"): {"get"},
 }
 
 
@@ -111,6 +112,7 @@ def test_rbac_grants_what_the_operator_uses_and_nothing_broad():
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
         assert "secrets" not in rule["resources"]
         assert not {"update", "create", "delete"} & set(rule["verbs"]) or rule["resources"] != ["pods"]
+    assert rules[("", "persistentvolumeclaims")] == {"get"}  # read one named claim; never write, list or watch
 
 
 def test_single_replica_without_leader_election_is_recreated():

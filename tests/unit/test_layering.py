@@ -26,12 +26,13 @@ PURE_CORE = (
     "negrl_operator.reconcile.graph", "negrl_operator.reconcile.plan", "negrl_operator.reconcile.manifest",
     "negrl_operator.reconcile.serving", "negrl_operator.reconcile.observation",
     "negrl_operator.reconcile.result", "negrl_operator.reconcile.condition", "negrl_operator.reconcile.cleanup",
+    "negrl_operator.reconcile.storage",
     "negrl_operator.report.estimate", "negrl_operator.report.table", "negrl_operator.report.diagnostics",
     "negrl_sampler.step", "negrl_sampler.credit", "negrl_sampler.pairing", "negrl_sampler.record",
     "negrl_sampler.dataset", "negrl_sampler.stargraph", "negrl_sampler.simulated_policy",
     "negrl_sampler.grading.answer", "negrl_sampler.grading.number", "negrl_sampler.grading.latex",
     "negrl_sampler.grading.equivalence",
-    "negrl_trainer.loss", "negrl_trainer.objective", "negrl_trainer.batch",
+    "negrl_trainer.loss", "negrl_trainer.objective", "negrl_trainer.batch", "negrl_trainer.rank",
 )
 
 
