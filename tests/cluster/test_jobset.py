@@ -56,6 +56,17 @@ def kill(core, pod, namespace: str) -> None:
     core.delete_namespaced_pod(pod.metadata.name, namespace)
 
 
+def lose_rank_one(core, namespace: str, pods: list, running, launcher: str) -> list:
+    """Kill rank 1's pod; wait until `running()` shows a whole new group of two pods, and return it."""
+    lost = time.monotonic()
+    kill(core, pods[1], namespace)
+    before = {p.metadata.uid for p in pods}
+    restarted = wait_for("a restarted group", running,
+                         lambda found: len(found) == 2 and not ({p.metadata.uid for p in found} & before), timeout=120)
+    print(f"lost rank ({launcher}) -> restarted group running: {time.monotonic() - lost:.2f}s")
+    return restarted
+
+
 def test_lost_rank_restarts_the_group_without_failing_the_experiment(batch_controllers, kube_cluster, api, operator,
                                                                      namespace, tmp_path):
     try:
@@ -82,13 +93,7 @@ def lose_a_rank(kube_cluster, api, namespace: str, tmp_path) -> None:
         assert f"--rdzv-endpoint={jobset}-node-0-0.{jobset}.{namespace}.svc:29500" in command
         assert pods[0].spec.hostname == f"{jobset}-node-0-0" and pods[0].spec.subdomain == jobset
 
-        lost = time.monotonic()
-        kill(core, pods[1], namespace)
-        before = {p.metadata.uid for p in pods}
-        restarted = wait_for("a restarted group", lambda: trainer_pods(api, namespace, jobset),
-                             lambda found: len(found) == 2 and not ({p.metadata.uid for p in found} & before),
-                             timeout=120)
-        print(f"lost rank -> restarted group running: {time.monotonic() - lost:.2f}s")
+        restarted = lose_rank_one(core, namespace, pods, lambda: trainer_pods(api, namespace, jobset), "JobSet")
         body = client.CustomObjectsApi(api).get_namespaced_custom_object(*JOBSET[:2], namespace, JOBSET[2], jobset)
         assert body["status"]["restarts"] == 1 and not body["status"].get("terminalState")
         status = experiment(api, namespace, name)["status"]
@@ -135,13 +140,7 @@ def lose_a_rank_of_a_plain_job(kube_cluster, api, namespace: str, tmp_path) -> N
         assert f"--rdzv-endpoint={job}-0.{job}-hl.{namespace}.svc:29500" in pods[0].spec.containers[0].command
         first_uid = batch.read_namespaced_job(job, namespace).metadata.uid
 
-        lost = time.monotonic()
-        kill(core, pods[1], namespace)
-        before = {p.metadata.uid for p in pods}
-        restarted = wait_for("a restarted group", lambda: job_pods(api, namespace, job),
-                             lambda found: len(found) == 2 and not ({p.metadata.uid for p in found} & before),
-                             timeout=120)
-        print(f"lost rank (plain Job) -> restarted group running: {time.monotonic() - lost:.2f}s")
+        restarted = lose_rank_one(core, namespace, pods, lambda: job_pods(api, namespace, job), "plain Job")
         assert batch.read_namespaced_job(job, namespace).metadata.uid != first_uid  # a new Job: every pod new
         status = experiment(api, namespace, name)["status"]
         sft = next(s for s in status["stages"] if s["name"] == "sft")
