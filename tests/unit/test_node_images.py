@@ -14,13 +14,14 @@ REFS = [
     ("localhost/negrl-operator:old", "sha256:bbb"),  # another target: kept
     ("sha256:2e0f", "sha256:bbb"),
     ("localhost/negrl-pause:k", "sha256:ccc"),
+    ("sha256:77aa", "sha256:eee"),  # the CRI's name of a build whose own name went earlier: dropped
 ]
 
 
 @pytest.mark.parametrize(("image", "refs", "dropped"), [
-    (NEW, REFS, ["localhost/negrl-worker:old", "localhost/negrl-worker@sha256:aaa", "sha256:1d0c"]),
+    (NEW, REFS, ["localhost/negrl-worker:old", "localhost/negrl-worker@sha256:aaa", "sha256:1d0c", "sha256:77aa"]),
     (NEW, [(NEW, "sha256:ddd"), ("sha256:9f", "sha256:ddd")], []),  # the current build and its alias stay
-    ("localhost/negrl-sampler-cpu:k", REFS, []),  # nothing of that repository yet
+    ("localhost/negrl-sampler-cpu:k", REFS[3:6], []),  # nothing of that repository yet
     (NEW, [], []),
 ])
 def test_stale_refs(image, refs, dropped):
