@@ -108,16 +108,16 @@ forget_older() {
   "${PODMAN[@]}" image prune --force >/dev/null || true
 }
 
+if [ "$PRINT" = 0 ]; then
+  mkdir -p "$STORE"
+  exec 9>"$STORE/.build.lock"
+  flock 9
+fi
 for target in "${TARGETS[@]}"; do
   if [ "$target" = pause ]; then image=$PAUSE_IMAGE; else image=$(image_of "$target"); fi
-  if [ "$PRINT" = 0 ]; then
-    mkdir -p "$STORE"
-    exec 9>"$STORE/.build.lock"
-    flock 9
-    if ! "${PODMAN[@]}" image exists "$image"; then
-      if [ "$target" = pause ]; then build_pause; else build_target "$target" "$image"; fi
-      forget_older "$image"
-    fi
+  if [ "$PRINT" = 0 ] && ! "${PODMAN[@]}" image exists "$image"; then
+    if [ "$target" = pause ]; then build_pause; else build_target "$target" "$image"; fi
+    forget_older "$image"
   fi
   echo "$target $image"
 done
