@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from kubernetes import client
 
-from tests.cluster.test_failure_policy import release_held_pods
+from tests.cluster.test_failure_policy import held_pods_released  # noqa: F401 - fixture
 from tests.cluster.test_operator import (  # noqa: F401 - module fixtures of the operator tests
     Kubelet,
     api,
@@ -67,15 +68,9 @@ def lose_rank_one(core, namespace: str, pods: list, running, launcher: str) -> l
     return restarted
 
 
+@pytest.mark.usefixtures("held_pods_released")
 def test_lost_rank_restarts_the_group_without_failing_the_experiment(batch_controllers, kube_cluster, api, operator,
                                                                      namespace, tmp_path):
-    try:
-        lose_a_rank(kube_cluster, api, namespace, tmp_path)
-    finally:
-        release_held_pods(api, namespace)
-
-
-def lose_a_rank(kube_cluster, api, namespace: str, tmp_path) -> None:
     name = "multi"
     doc = example(namespace, name)
     doc["spec"]["trainer"].update({"nodes": 2, "launcher": "JobSet", "maxRestarts": 2,
@@ -117,15 +112,9 @@ def job_pods(api, namespace: str, job: str) -> list:
                   key=lambda p: p.metadata.annotations["batch.kubernetes.io/job-completion-index"])
 
 
+@pytest.mark.usefixtures("held_pods_released")
 def test_a_plain_job_that_loses_a_rank_is_restarted_whole_by_the_operator(kube_cluster, api, operator, namespace,
                                                                            tmp_path):
-    try:
-        lose_a_rank_of_a_plain_job(kube_cluster, api, namespace, tmp_path)
-    finally:
-        release_held_pods(api, namespace)
-
-
-def lose_a_rank_of_a_plain_job(kube_cluster, api, namespace: str, tmp_path) -> None:
     name, job = "plain", "plain-trainer-sft"
     doc = example(namespace, name)
     doc["spec"]["trainer"].update({"nodes": 2, "launcher": "Job", "maxRestarts": 2,

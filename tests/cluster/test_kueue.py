@@ -13,7 +13,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.cluster.test_failure_policy import release_held_pods
+from tests.cluster.test_failure_policy import held_pods_released  # noqa: F401 - fixture
 from tests.cluster.test_operator import (  # noqa: F401 - module fixtures of the operator tests
     Kubelet,
     api,
@@ -84,15 +84,9 @@ def sft_pods(api, namespace: str, name: str) -> list:
     return fresh
 
 
+@pytest.mark.usefixtures("held_pods_released")
 def test_two_experiments_share_a_quota_that_fits_one_trainer(batch_controllers, kube_cluster, api, operator,
                                                              namespace, tmp_path):
-    try:
-        share_one_trainer_quota(kube_cluster, api, namespace, tmp_path)
-    finally:
-        release_held_pods(api, namespace)
-
-
-def share_one_trainer_quota(kube_cluster, api, namespace: str, tmp_path) -> None:
     create_queues(api, namespace)
     names = ("first", "second")
     with Kubelet(api, namespace):
