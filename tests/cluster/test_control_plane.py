@@ -222,6 +222,23 @@ def test_job_pod_exit_code_and_termination_message_from_annotations(api, namespa
     assert (terminated.exit_code, terminated.reason, terminated.message) == (3, "Error", None)
 
 
+def test_a_job_pod_deleted_while_running_is_stopped_as_a_kubelet_would(api, namespace):
+    """Deleted mid-run, a pod's containers get SIGTERM (exit 143) and it ends Failed, so the Job
+    controller sees the exit code (here a FailJob rule on 143) and lets the pod go."""
+    batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
+    job = _job("stopped", {"kwok.negrl.io/hold": "true"})
+    job["spec"]["podFailurePolicy"] = {"rules": [{"action": "FailJob", "onExitCodes": {"operator": "In", "values": [143]}}]}
+    batch.create_namespaced_job(namespace, job)
+    (pod,) = wait_for("the held pod running", lambda: core.list_namespaced_pod(namespace, label_selector="job-name=stopped").items,
+                      lambda pods: len(pods) == 1 and pods[0].status.phase == "Running")
+    core.delete_namespaced_pod(pod.metadata.name, namespace)
+    failed = wait_for("Job stopped to fail", lambda: batch.read_namespaced_job("stopped", namespace),
+                      lambda j: _job_condition(j, "Failed"))
+    assert next(c.reason for c in failed.status.conditions if c.type == "Failed") == "PodFailurePolicy"
+    wait_for("the stopped pod to go", lambda: core.list_namespaced_pod(namespace, label_selector="job-name=stopped").items,
+             lambda pods: not pods)
+
+
 def test_service_account_token_request_and_review(api, namespace):
     core = client.CoreV1Api(api)
     core.create_namespaced_service_account(namespace, {"metadata": {"name": "runner"}})

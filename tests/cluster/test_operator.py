@@ -203,6 +203,14 @@ def namespace(kube_cluster, api) -> Iterator[str]:
         except ApiException as error:
             if error.status != 404:  # a test may have deleted its namespace itself
                 raise
+    # The next test must find the fake nodes free: a pod of this one still bound there (a sampler,
+    # a released trainer) would hold its GPUs while the namespace goes. The namespace controller
+    # deletes pods with their grace period; a terminating namespace creates no new ones, so they
+    # can be stopped at once. Only a pod bound to a node and not finished holds its resources.
+    core.delete_collection_namespaced_pod(name, grace_period_seconds=0)
+    wait_for(f"the pods of namespace {name} to stop", lambda: [
+        pod for pod in core.list_namespaced_pod(name).items
+        if pod.spec.node_name and pod.status.phase not in ("Succeeded", "Failed")], lambda holding: not holding)
 
 
 def example(namespace: str, name: str, path: str = "examples/gsm8k.yaml", **spec_changes) -> dict:
