@@ -25,3 +25,20 @@ def test_example_is_a_valid_experiment(path):
         experiment = NegRLExperiment.model_validate(doc)
         nodes = stage_graph(experiment.spec)
         assert nodes[0].name == "prepare" and any(node.kind == "evaluate" for node in nodes)
+
+
+def spec_of(name: str) -> NegRLExperiment:
+    return NegRLExperiment.model_validate(yaml.safe_load((EXAMPLES[0].parent / name).read_text())).spec
+
+
+def test_the_quick_star_graph_example_is_the_default_with_one_seed():
+    """The smoke run must run the task and configuration the demo reports, only with fewer seeds."""
+    default, quick = spec_of("stargraph.yaml"), spec_of("stargraph-quick.yaml")
+    assert default.seeds == [0, 1, 2] and quick.seeds == [0]
+    assert quick.model_copy(update={"seeds": default.seeds}) == default
+
+
+def test_the_default_star_graph_sweep_is_compute_matched_and_within_the_training_set():
+    spec = spec_of("stargraph.yaml")
+    assert spec.sweep.sft_steps == 2000
+    assert max(spec.sweep.sft_multipliers) * spec.data.synthetic_size <= spec.data.source.train_size
