@@ -6,46 +6,21 @@ Continue. kwok plays the kubelet: a pod annotation sets the exit code (tools/k8s
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
-import pytest
 from kubernetes import client
 
-from tests.cluster.test_operator import (  # noqa: F401 - module fixtures of the operator tests
+from tests.cluster.test_operator import (
     Kubelet,
-    api,
-    chart,
     children,
     event_reasons,
     example,
     experiment,
     kubectl_apply,
-    namespace,
-    operator,
-    operator_kubeconfig,
     phase,
 )
 from tests.fixtures.cluster import wait_for
 
 HOLD = "kwok.negrl.io/hold"
-
-
-def release_held_pods(api, namespace: str) -> None:
-    """Let kwok finish every held pod (they hold node resources and a Job's finalizer), so that the
-    namespace goes cleanly and later tests find free nodes."""
-    core = client.CoreV1Api(api)
-    for pod in core.list_namespaced_pod(namespace).items:
-        if HOLD in (pod.metadata.annotations or {}):
-            core.patch_namespaced_pod(pod.metadata.name, namespace, {"metadata": {"annotations": {HOLD: None}}})
-    wait_for("held pods to finish", lambda: core.list_namespaced_pod(namespace).items, lambda pods: not any(
-        p.status.phase == "Running" and HOLD in (p.metadata.annotations or {}) for p in pods), timeout=60)
-
-
-@pytest.fixture
-def held_pods_released(api, namespace) -> Iterator[str]:
-    """The test's namespace; at teardown, whatever the outcome, its held pods are let finish."""
-    yield namespace
-    release_held_pods(api, namespace)
 
 
 def job_condition(job, kind: str):
@@ -81,7 +56,6 @@ def test_config_error_fails_at_once_and_retry_reruns_the_stage(kube_cluster, api
     assert {"Failed", "Retrying", "Succeeded"} <= set(event_reasons(kube_cluster, namespace, name))
 
 
-@pytest.mark.usefixtures("held_pods_released")
 def test_disrupted_pod_is_replaced_without_spending_the_backoff_limit(kube_cluster, api, operator, namespace,
                                                                      tmp_path):
     """A running pod evicted with a DisruptionTarget condition (a drain, a preemption) is replaced,

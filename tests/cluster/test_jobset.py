@@ -8,22 +8,9 @@ from __future__ import annotations
 
 import time
 
-import pytest
 from kubernetes import client
 
-from tests.cluster.test_failure_policy import held_pods_released  # noqa: F401 - fixture
-from tests.cluster.test_operator import (  # noqa: F401 - module fixtures of the operator tests
-    Kubelet,
-    api,
-    chart,
-    children,
-    example,
-    experiment,
-    kubectl_apply,
-    namespace,
-    operator,
-    operator_kubeconfig,
-)
+from tests.cluster.test_operator import Kubelet, children, example, experiment, kubectl_apply
 from tests.fixtures.cluster import wait_for
 
 JOBSET = ("jobset.x-k8s.io", "v1alpha2", "jobsets")
@@ -68,7 +55,6 @@ def lose_rank_one(core, namespace: str, pods: list, running, launcher: str) -> l
     return restarted
 
 
-@pytest.mark.usefixtures("held_pods_released")
 def test_lost_rank_restarts_the_group_without_failing_the_experiment(batch_controllers, kube_cluster, api, operator,
                                                                      namespace, tmp_path):
     name = "multi"
@@ -112,7 +98,6 @@ def job_pods(api, namespace: str, job: str) -> list:
                   key=lambda p: p.metadata.annotations["batch.kubernetes.io/job-completion-index"])
 
 
-@pytest.mark.usefixtures("held_pods_released")
 def test_a_plain_job_that_loses_a_rank_is_restarted_whole_by_the_operator(kube_cluster, api, operator, namespace,
                                                                            tmp_path):
     name, job = "plain", "plain-trainer-sft"
