@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 
 from kubernetes.client import ApiClient
@@ -177,9 +177,13 @@ def apply_plan(kube: Kube, owner: Owner, plan: Plan, status_changed: bool, event
 
 
 def _all(kube: Kube, calls: list) -> None:
-    """Run the calls in parallel; the first error propagates (after every call has been sent)."""
+    """Run the calls in parallel; once every call has finished, the first error propagates. Waiting
+    for all matters: a status write still in flight when a refused child's error reached the caller
+    could land after the caller reported the refusal, and erase it."""
     if len(calls) == 1:
         calls[0]()
         return
-    for future in [kube.pool.submit(call) for call in calls] if len(calls) > 1 else []:
+    futures = [kube.pool.submit(call) for call in calls]
+    wait(futures)
+    for future in futures:
         future.result()
