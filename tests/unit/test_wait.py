@@ -27,3 +27,11 @@ def test_a_pod_is_shown_by_name_node_and_status():
 def test_a_timed_out_wait_names_the_scheduler_reason_despite_a_long_spec():
     with pytest.raises(AssertionError, match=r"waiting for the pod; last seen:\n.*Insufficient nvidia.com/gpu"):
         wait_for("the pod", lambda: [pending_pod()], lambda pods: pods[0].spec.node_name, timeout=0)
+
+
+def test_a_custom_resource_is_shown_by_kind_name_and_status():
+    body = {"apiVersion": "negrl.io/v1alpha1", "kind": "NegRLExperiment",
+            "metadata": {"name": "refused", "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "x" * 5000}},
+            "spec": {"seeds": [0]}, "status": {"phase": "Running", "conditions": [{"type": "Stalled", "status": "False"}]}}
+    assert shown(body) == {"kind": "NegRLExperiment", "name": "refused",
+                           "status": {"phase": "Running", "conditions": [{"type": "Stalled", "status": "False"}]}}
