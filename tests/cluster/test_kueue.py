@@ -42,11 +42,13 @@ def create_queues(api, namespace: str) -> None:
 
 
 def queued_experiment(namespace: str, name: str) -> dict:
-    """The trainer asks for all of the flavor's node (32 CPUs, 8 GPUs). A worker pod (2 CPUs) still
-    finishing there left it Unschedulable ("Insufficient cpu") in CI, and the scheduler did not try it
-    again within 60 s of that pod's end; so workers and samplers run on the other node, as on a
-    cluster whose GPU pool is the trainers' alone."""
+    """The example's trainer asks for all of the flavor's node (32 CPUs, 8 GPUs). A pod of an earlier
+    stage or test still on that node left it Unschedulable ("Insufficient cpu") in CI, and the
+    scheduler did not try it again within 60 s; so this trainer asks for 8 CPUs (the 8 GPUs still
+    fill the quota), and workers and samplers run on the other node, as on a cluster whose GPU pool
+    is the trainers' alone."""
     doc = example(namespace, name)
+    doc["spec"]["trainer"]["resources"] = {"requests": {"cpu": 8, "memory": "64Gi"}}
     elsewhere = {"nodeSelector": {"kubernetes.io/hostname": OTHER_NODE}}
     doc["spec"]["scheduling"] = {"trainer": {"queueName": "gpu", "podAnnotations": HOLD},
                                  "worker": elsewhere, "sampler": elsewhere}
