@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 KUEUE = ("kueue.x-k8s.io", "v1beta2")
 FLAVOR_NODE, OTHER_NODE = "kwok-node-1", "kwok-node-0"
 HOLD = {"kwok.negrl.io/hold": "true"}  # kwok keeps these pods running until the annotation goes
+TRAINER_REQUESTS = {"requests": {"cpu": 8, "memory": "64Gi"}}  # 8 GPUs on a kwok node, a quarter of its CPUs
 
 
 def create_queues(api, namespace: str) -> None:
@@ -48,7 +49,7 @@ def queued_experiment(namespace: str, name: str) -> dict:
     fill the quota), and workers and samplers run on the other node, as on a cluster whose GPU pool
     is the trainers' alone."""
     doc = example(namespace, name)
-    doc["spec"]["trainer"]["resources"] = {"requests": {"cpu": 8, "memory": "64Gi"}}
+    doc["spec"]["trainer"]["resources"] = TRAINER_REQUESTS
     elsewhere = {"nodeSelector": {"kubernetes.io/hostname": OTHER_NODE}}
     doc["spec"]["scheduling"] = {"trainer": {"queueName": "gpu", "podAnnotations": HOLD},
                                  "worker": elsewhere, "sampler": elsewhere}
@@ -169,7 +170,7 @@ def test_examples_run_to_succeeded_under_kueue(batch_controllers, kube_cluster, 
     doc["spec"]["scheduling"] = {
         component: {"queueName": placement["queueName"]}
         for component, placement in original["spec"]["scheduling"].items() if placement.get("queueName")}
-    doc["spec"]["trainer"]["resources"] = {"requests": {"cpu": 8, "memory": "64Gi"}}
+    doc["spec"]["trainer"]["resources"] = TRAINER_REQUESTS
     create_open_queues(api, namespace, tuple({p["queueName"] for p in doc["spec"]["scheduling"].values()}))
     with Kubelet(api, namespace):
         kubectl_apply(kube_cluster, doc, tmp_path)
