@@ -14,7 +14,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from tests.cluster.test_operator import Kubelet, children, example, experiment, kubectl_apply
-from tests.fixtures.cluster import wait_for
+from tests.fixtures.cluster import shown, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 KUEUE = ("kueue.x-k8s.io", "v1beta2")
@@ -81,6 +81,13 @@ def sft_pods(api, namespace: str, name: str) -> list:
     return fresh
 
 
+def pods_on(api, node: str) -> list[tuple]:
+    """Every pod bound to `node`, in any namespace and phase, terminating ones included."""
+    pods = client.CoreV1Api(api).list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}").items
+    return [(p.metadata.namespace, p.metadata.name, p.status.phase, p.metadata.deletion_timestamp,
+             p.metadata.finalizers, [c.resources.requests for c in p.spec.containers]) for p in pods]
+
+
 def test_two_experiments_share_a_quota_that_fits_one_trainer(batch_controllers, kube_cluster, api, operator,
                                                              namespace, tmp_path):
     create_queues(api, namespace)
@@ -101,8 +108,11 @@ def test_two_experiments_share_a_quota_that_fits_one_trainer(batch_controllers, 
         assert stage(body, "sft")["message"] == "queued in Kueue LocalQueue gpu: not admitted yet (quota or a free flavor)"
         progressing = next(c for c in body["status"]["conditions"] if c["type"] == "Progressing")
         assert (progressing["status"], progressing["reason"]) == ("True", "Queued")
-        (pod,) = wait_for("the admitted trainer pod on the flavor's node", lambda: sft_pods(api, namespace, running),
-                          lambda pods: len(pods) == 1 and pods[0].spec.node_name, timeout=60)
+        try:
+            (pod,) = wait_for("the admitted trainer pod on the flavor's node", lambda: sft_pods(api, namespace, running),
+                              lambda pods: len(pods) == 1 and pods[0].spec.node_name, timeout=60)
+        except AssertionError as error:  # seen Unschedulable in CI: show what held the node
+            raise AssertionError(f"{error}\npods bound to {FLAVOR_NODE}: {pods_on(api, FLAVOR_NODE)}") from None
         assert pod.spec.node_selector["kubernetes.io/hostname"] == FLAVOR_NODE  # Kueue's flavor reached the pod
         assert pod.spec.node_name == FLAVOR_NODE
         assert sft_job(api, namespace, queued).spec.suspend is True and not sft_pods(api, namespace, queued)
@@ -178,7 +188,8 @@ def test_examples_run_to_succeeded_under_kueue(batch_controllers, kube_cluster, 
                         lambda body: (body.get("status") or {}).get("phase") in ("Succeeded", "Failed"), timeout=300)
     assert done["status"]["phase"] == "Succeeded", done["status"]["message"]
     queued = [job for job in children(api, namespace, "ex")["jobs"] if job.metadata.labels.get("kueue.x-k8s.io/queue-name")]
-    assert queued and all(not job.spec.suspend for job in queued)
+    suspended = [(job.metadata.labels, shown(job)) for job in queued if job.spec.suspend]
+    assert queued and not suspended, (suspended, shown(done))  # seen once in CI, cause unknown: show them
     workloads = client.CustomObjectsApi(api).list_namespaced_custom_object(*KUEUE, namespace, "workloads")["items"]
     admitted = {w["metadata"]["labels"]["kueue.x-k8s.io/job-uid"] for w in workloads
                 if any(c["type"] == "Admitted" and c["status"] == "True" for c in w["status"].get("conditions", []))
