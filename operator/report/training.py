@@ -3,8 +3,11 @@
 DPO can lower the likelihood of both sides while it widens their margin ("collapse"): the chosen
 log-prob falling is the sign to look for, as the margin alone looks healthy. A stage is flagged
 when its chosen log-prob (mean over pairs of the summed sequence log-prob, train_log.jsonl's
-`chosen_logp`) ends more than `threshold` nats below where it started; start and end are means
-over the first and last tenth of the steps, so one noisy step neither raises nor hides a flag.
+`chosen_logp`) ends more than `threshold` nats below where it started, or more than
+`per_token_threshold` nats per chosen token: a short answer (a star-graph path of 6 tokens) can lose
+most of its probability in under 5 nats. Start and end are means over the first and last tenth of
+the steps, so one noisy step neither raises nor hides a flag; the tokens per chosen answer come from
+the first tenth (`chosen_logp` / `chosen_nll`, the per-token mean).
 Pure computation, plus the loader and the plot (the report writer's I/O).
 """
 
@@ -17,6 +20,7 @@ from pathlib import Path
 from negrl_operator.api.artifact import TRAIN_LOG
 
 COLLAPSE_THRESHOLD_NATS = 5.0
+COLLAPSE_THRESHOLD_PER_TOKEN = 0.25  # nats: each chosen token e^-0.25 = 78% as likely as before
 PLOT = "training_curves.png"
 
 
@@ -28,17 +32,26 @@ class Collapse:
     rejected_start: float | None
     rejected_end: float | None
     threshold: float
+    tokens: float | None = None  # chosen tokens per pair; None where the log has no chosen_nll
+    per_token_threshold: float = COLLAPSE_THRESHOLD_PER_TOKEN
 
     @property
     def drop(self) -> float:
         return self.chosen_start - self.chosen_end
 
     @property
+    def drop_per_token(self) -> float | None:
+        return self.drop / self.tokens if self.tokens else None
+
+    @property
     def collapsed(self) -> bool:
-        return self.drop > self.threshold
+        per_token = self.drop_per_token
+        return self.drop > self.threshold or (per_token is not None and per_token > self.per_token_threshold)
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "drop": round(self.drop, 4), "collapsed": self.collapsed}
+        per_token = self.drop_per_token
+        return {**asdict(self), "drop": round(self.drop, 4),
+                "drop_per_token": None if per_token is None else round(per_token, 4), "collapsed": self.collapsed}
 
 
 def parse_train_log(text: str) -> list[dict]:
@@ -64,9 +77,12 @@ def collapse_check(stage: str, records: list[dict], threshold: float = COLLAPSE_
     if not chosen:
         return None
     rejected = [r["rejected_logp"] for r in records if r.get("rejected_logp") is not None]
+    lengths = [-r["chosen_logp"] / r["chosen_nll"] for r in records
+               if r.get("chosen_logp") is not None and r.get("chosen_nll")]
     return Collapse(stage, window_mean(chosen, False), window_mean(chosen, True),
                     window_mean(rejected, False) if rejected else None,
-                    window_mean(rejected, True) if rejected else None, threshold)
+                    window_mean(rejected, True) if rejected else None, threshold,
+                    window_mean(lengths, False) if lengths else None)
 
 
 def health(curves: dict[str, list[dict]], threshold: float = COLLAPSE_THRESHOLD_NATS) -> list[Collapse]:
@@ -80,8 +96,10 @@ def markdown_lines(checks: list[Collapse], plot: str | None) -> list[str]:
     if plot:
         lines.append(f"![training curves]({plot})\n")
     for check in checks:
-        verdict = (f"**COLLAPSE**: chosen log-prob fell by {check.drop:.2f} nats (> {check.threshold:g})"
-                   if check.collapsed else f"healthy: chosen log-prob changed by {-check.drop:+.2f} nats")
+        per_token = "" if check.drop_per_token is None else f", {-check.drop_per_token:+.2f} per token"
+        limits = f"{check.threshold:g} nats" + ("" if check.tokens is None else f", {check.per_token_threshold:g} per token")
+        verdict = (f"**COLLAPSE**: chosen log-prob changed by {-check.drop:+.2f} nats{per_token} (limits: {limits})"
+                   if check.collapsed else f"healthy: chosen log-prob changed by {-check.drop:+.2f} nats{per_token}")
         rejected = (f", rejected {check.rejected_start:.2f} -> {check.rejected_end:.2f}"
                     if check.rejected_start is not None else "")
         lines.append(f"- {check.stage}: {verdict} (chosen {check.chosen_start:.2f} -> {check.chosen_end:.2f}"

@@ -76,4 +76,5 @@ def write_report(experiment: NegRLExperiment, summaries: dict, workdir: Path, wa
     console.print(table)
     console.print(f"report: {workdir / 'report.md'}  plot: {workdir / PLOT}")
     for check in (check for check in checks if check.collapsed):
-        console.print(f"[bold red]DPO collapse[/]: {check.stage}: chosen log-prob fell {check.drop:.1f} nats (report.md)")
+        console.print(f"[bold red]DPO collapse[/]: {check.stage}: chosen log-prob fell {check.drop:.1f} nats"
+                      + ("" if check.drop_per_token is None else f", {check.drop_per_token:.2f} per token") + " (report.md)")

@@ -12,11 +12,12 @@ from negrl_trainer.tracking import flat_params, step_scalars, summary_scalars
 pytestmark = pytest.mark.unit
 
 
-def train_log(chosen: list[float], rejected: list[float]) -> str:
-    """train_log.jsonl as loop.py writes it (DPO keys), one record per step."""
+def train_log(chosen: list[float], rejected: list[float], tokens: int = 100) -> str:
+    """train_log.jsonl as loop.py writes it (DPO keys), one record per step; chosen answers of
+    `tokens` tokens (chosen_nll is the per-token mean of chosen_logp)."""
     return "".join(json.dumps({"step": i + 1, "loss": 0.69, "learning_rate": 1e-6, "grad_norm": 1.0, "tokens": 64,
                                "tokens_per_second": 100.0, "epoch": 0.1, "chosen_reward": 0.0, "rejected_reward": 0.0,
-                               "preference_accuracy": 0.5, "chosen_nll": 1.0, "reward_margin": 0.1 * i,
+                               "preference_accuracy": 0.5, "chosen_nll": -c / tokens, "reward_margin": 0.1 * i,
                                "chosen_logp": c, "rejected_logp": r}) + "\n"
                    for i, (c, r) in enumerate(zip(chosen, rejected, strict=True)))
 
@@ -31,7 +32,8 @@ def test_falling_chosen_log_prob_is_flagged():
     assert check.collapsed
     assert check.as_dict() == {"stage": "step-dpo-s1", "chosen_start": -40.0, "chosen_end": -53.0,
                                "rejected_start": -61.0, "rejected_end": -92.0, "threshold": 5.0,
-                               "drop": 13.0, "collapsed": True}
+                               "tokens": 100.0, "per_token_threshold": 0.25, "drop": 13.0, "drop_per_token": 0.13,
+                               "collapsed": True}
 
 
 def test_a_margin_won_by_pushing_rejected_down_is_healthy():
@@ -45,6 +47,26 @@ def test_the_threshold_is_strict():
     assert check.drop == 5.0 and not check.collapsed
 
 
+@pytest.mark.parametrize(("chosen", "tokens", "collapsed"), [
+    ([-0.8, -5.6], 6, True),  # a 6-token path: 4.8 nats < 5, but 0.8 per token (each token 45% as likely)
+    ([-0.8, -2.3], 6, False),  # exactly 0.25 per token: strict
+    ([-0.8, -2.4], 6, True),  # 0.267 per token
+    ([-40.0, -44.0], 8, True),  # 4 nats over 8 tokens: 0.5 per token
+    ([-40.0, -44.0], 100, False),  # the same 4 nats over 100 tokens
+])
+def test_a_short_answer_is_flagged_by_its_drop_per_token(chosen, tokens, collapsed):
+    check = collapse_check("outcome-dpo-s0", parse_train_log(train_log(chosen, [-3.0, -9.0], tokens)), threshold=5.0)
+    assert check.tokens == pytest.approx(tokens)
+    assert check.collapsed is collapsed
+
+
+def test_a_log_without_chosen_nll_is_judged_on_nats_alone():
+    records = [{"step": 1, "chosen_logp": -0.8}, {"step": 2, "chosen_logp": -5.6}]
+    check = collapse_check("outcome-dpo", records, threshold=5.0)
+    assert (check.tokens, check.drop_per_token, check.collapsed) == (None, None, False)
+    assert markdown_lines([check], None)[1] == "- outcome-dpo: healthy: chosen log-prob changed by -4.80 nats (chosen -0.80 -> -5.60)"
+
+
 def test_stages_without_log_probs_and_torn_lines():
     sft = [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]
     assert collapse_check("sft", sft) is None
@@ -54,12 +76,12 @@ def test_stages_without_log_probs_and_torn_lines():
     assert [(c.stage, c.collapsed) for c in checks] == [("step-dpo", True)]
     lines = markdown_lines(checks, "training_curves.png")
     assert lines[1] == "![training curves](training_curves.png)\n"
-    assert lines[2] == ("- step-dpo: **COLLAPSE**: chosen log-prob fell by 8.00 nats (> 5) "
-                        "(chosen -1.00 -> -9.00, rejected -2.00 -> -3.00)")
+    assert lines[2] == ("- step-dpo: **COLLAPSE**: chosen log-prob changed by -8.00 nats, -0.08 per token (limits: 5 nats, "
+                        "0.25 per token) (chosen -1.00 -> -9.00, rejected -2.00 -> -3.00)")
 
 
 def test_scalar_names_for_the_trackers():
-    record = parse_train_log(train_log([-40.0], [-60.0]))[0]
+    record = parse_train_log(train_log([-40.0], [-60.0], tokens=40))[0]
     assert step_scalars(record) == {
         "train/loss": 0.69, "train/learning_rate": 1e-6, "train/grad_norm": 1.0, "train/tokens_per_second": 100.0,
         "dpo/chosen_reward": 0.0, "dpo/rejected_reward": 0.0, "dpo/reward_margin": 0.0,
