@@ -42,3 +42,15 @@ def test_the_default_star_graph_sweep_is_compute_matched_and_within_the_training
     spec = spec_of("stargraph.yaml")
     assert spec.sweep.sft_steps == 2000
     assert max(spec.sweep.sft_multipliers) * spec.data.synthetic_size <= spec.data.source.train_size
+
+
+def test_the_overtrained_ablation_changes_only_how_many_graphs_pi_sft_sees():
+    """The ablation isolates memorisation: the default's task, model and schedule, with fewer graphs
+    for the same 2000 steps (more epochs), and its 8n point still within the training set."""
+    default, overtrained = spec_of("stargraph.yaml"), spec_of("stargraph-overtrained.yaml")
+    n = overtrained.data.synthetic_size
+    assert n < default.data.synthetic_size
+    assert overtrained.sweep.sft_steps * default.stages.sft.params.micro_batch_size / n >= 10  # epochs over n
+    assert max(overtrained.sweep.sft_multipliers) * n <= overtrained.data.source.train_size
+    same_data = overtrained.data.model_copy(update={"synthetic_size": default.data.synthetic_size})
+    assert overtrained.model_copy(update={"data": same_data}) == default
