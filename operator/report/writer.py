@@ -68,7 +68,7 @@ def write_report(experiment: NegRLExperiment, summaries: dict, workdir: Path, wa
         "```json\n" + json.dumps(counts, indent=2, sort_keys=True) + "\n```\n",
     ]
     (workdir / "report.md").write_text("\n".join(report))
-    table = Table(title=f"{experiment.metadata.name}: test accuracy")
+    table = Table(title=f"{experiment.metadata.name}: {split_name(experiment)} accuracy")
     for column in rows[0] if rows else ["method"]:
         table.add_column(column)
     for row in rows:
