@@ -22,6 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from negrl_operator.api.artifact import TRAIN_LOG
+from negrl_operator.report.training import parse_train_log
+
 WINDOW, LEARNED = 100, 0.5
 
 
@@ -44,8 +47,7 @@ def train(config: dict, lr: float, steps: int, folder: Path) -> list[float]:
     with open(folder / "train.log", "w") as log:
         subprocess.run([sys.executable, "-m", "negrl_operator.cli", "train", "--config", str(path)],
                        stdout=log, stderr=subprocess.STDOUT, env=env, check=True)
-    rows = [json.loads(line) for line in (folder / "out" / "train_log.jsonl").read_text().splitlines()]
-    return [row["loss"] for row in rows if "loss" in row]
+    return [row["loss"] for row in parse_train_log((folder / "out" / TRAIN_LOG).read_text()) if "loss" in row]
 
 
 def main() -> None:
