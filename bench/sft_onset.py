@@ -67,7 +67,8 @@ def main() -> None:
                 losses = train(config, lr, args.steps, Path(folder))
             onset = onset_step(losses)
             onsets.append(onset)
-            tail = sum(losses[-WINDOW:]) / WINDOW
+            last = losses[-WINDOW:]
+            tail = sum(last) / len(last)  # a run shorter than the window has fewer
             print(f"lr={lr:g} seed={seed} onset={onset or 'none'} final_loss={tail:.3f} "
                   f"({time.monotonic() - started:.0f}s)", flush=True)
         print(f"lr={lr:g} onsets={' '.join(str(o or 'none') for o in onsets)}", flush=True)
