@@ -1,0 +1,107 @@
+"""The line checker of the arithmetic task: which line of a model's answer is the true first error.
+
+Definitions (positions are 1-based; the reference has one line per event, then the `####` line):
+
+- The response's non-empty lines (split on "\\n", as the `line` step splitter does, so line i is
+  credit step i when no short pieces are merged) are aligned positionally with the reference lines.
+  Runs of whitespace inside a line count as one space.
+- Each line is judged against the problem's TRUE state, never the response's own running values, so
+  an error carried forward makes every later line about that person wrong too. An event line is
+  `correct` iff it reads `T = a op b = c` with T the event's target, a the target's true count
+  before the event, op the event's operator, b its operand (the constant, or the other person's true
+  count at that moment) and c the true result. The `####` line is `correct` iff it reads `#### N`
+  with N the true answer. A line of the other kind than its position expects (a `####` line where an
+  event line should be, or the reverse), or with other numbers, is `wrong`; a line of neither shape
+  is `unparseable`; positions the response does not reach are `missing`; lines past the `####`
+  position are `extra`.
+- `first_error`: the first position whose verdict is not `correct` (None if none).
+- `consequential_lines`: the backward slice of the asked person's final count through the reference
+  dependency graph (event j writes its target and reads its target and, for add-another, the other
+  person), plus the `####` position, which always counts, as do `extra` lines past it (they may hold
+  the `####` line the grader reads).
+- `first_consequential_error`: the first non-`correct` position among those. A wrong line about a
+  person the asked one never depends on is an error but not consequential, and the answer can still
+  be right; a consequential error with a right answer is possible too (a slip, then a right `####`).
+- `answer_correct`: the last line that starts with `####` reads `#### N` with N the true answer (the
+  gsm8k grader reads the last `####` too; its fallbacks for answers without one are not mirrored).
+  When the answer is wrong, `first_consequential_error` is never None.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from negrl_sampler.arithmetic import MAX_DIGITS, Event, Problem, event_steps
+
+VERDICTS = ("correct", "wrong", "unparseable", "missing", "extra")
+
+_NUMBER = rf"([0-9]{{1,{MAX_DIGITS}}})"
+_EVENT_LINE = re.compile(rf"(\S+) = {_NUMBER} ([-+*]) {_NUMBER} = {_NUMBER}")
+_ANSWER_LINE = re.compile(rf"#### ?{_NUMBER}")
+
+
+@dataclass(frozen=True)
+class LineCheck:
+    verdicts: tuple[str, ...]  # one per position, max(reference lines, response lines) of them
+    consequential_lines: tuple[int, ...]
+    first_error: int | None
+    first_consequential_error: int | None
+    answer_correct: bool
+
+
+def consequential_lines(problem: Problem) -> tuple[int, ...]:
+    """Positions of the event lines the asked person's final count depends on, then the `####` line."""
+    needed = {problem.asked}
+    lines = []
+    for index in range(len(problem.events) - 1, -1, -1):
+        event = problem.events[index]
+        if event.target in needed:
+            lines.append(index + 1)
+            if event.other is not None:
+                needed.add(event.other)
+    return (*reversed(lines), len(problem.events) + 1)
+
+
+def _event_verdict(line: str, event: Event, step: tuple[int, int, int]) -> str:
+    match = _EVENT_LINE.fullmatch(line)
+    if match is None:
+        return "wrong" if _ANSWER_LINE.fullmatch(line) else "unparseable"
+    target, before, op, operand, after = match.groups()
+    right = target == event.target and op == event.op
+    return "correct" if right and (int(before), int(operand), int(after)) == step else "wrong"
+
+
+def _answer_verdict(line: str, answer: int) -> str:
+    match = _ANSWER_LINE.fullmatch(line)
+    if match is None:
+        return "wrong" if _EVENT_LINE.fullmatch(line) else "unparseable"
+    return "correct" if int(match[1]) == answer else "wrong"
+
+
+def check_response(problem: Problem, response: str) -> LineCheck:
+    """Verdicts per line and the first (consequential) error; see the module docstring."""
+    steps, counts = event_steps(problem)
+    answer = counts[problem.asked]
+    lines = [" ".join(line.split()) for line in response.split("\n") if line.strip()]
+    answer_position = len(steps) + 1
+    verdicts = []
+    for index in range(max(answer_position, len(lines))):
+        if index >= len(lines):
+            verdicts.append("missing")
+        elif index >= answer_position:
+            verdicts.append("extra")
+        elif index < len(steps):
+            verdicts.append(_event_verdict(lines[index], problem.events[index], steps[index]))
+        else:
+            verdicts.append(_answer_verdict(lines[index], answer))
+    consequential = consequential_lines(problem)
+    errors = [index + 1 for index, verdict in enumerate(verdicts) if verdict != "correct"]
+    answers = [line for line in lines if line.startswith("####")]
+    return LineCheck(
+        verdicts=tuple(verdicts),
+        consequential_lines=consequential,
+        first_error=errors[0] if errors else None,
+        first_consequential_error=next((p for p in errors if p in consequential or p > answer_position), None),
+        answer_correct=bool(answers) and _answer_verdict(answers[-1], answer) == "correct",
+    )
