@@ -235,11 +235,20 @@ def test_pairs_stage_builds_rft_and_both_kinds_of_pairs(space):
     credits = {(r["question_id"], r["sample_index"]): r for r in records_of(space.root / "credit")}
     assert summary["rft"] == len(rft) and summary["step"] == len(steps) and summary["complete"] is True
     assert summary["rft"] > 0 and summary["outcome"] > 0 and summary["step"] > 0
-    assert summary["outcome"] == summary["step"]  # matchCounts (default): as many pairs for both DPOs
-    for pair in steps:
+    # matchCounts (default): both pair kinds from the same negatives, with the same chosen text, in order
+    outcome = [PreferencePair.model_validate_json(line)
+               for line in (out / "outcome_pairs.jsonl").read_text().splitlines()]
+    assert summary["outcome"] == summary["step"] == summary["negatives_used"] == len(outcome)
+    assert summary["matched"] == "same-negatives" and summary["negatives_scanned"] == len(credits)
+    responses = {(r["question_id"], r["sample_index"]): r for r in records_of(space.root / "samples")}
+    for pair, twin in zip(steps, outcome, strict=True):
         record = credits[(pair.question_id, pair.rejected_sample_index)]
         assert pair.rejected == "".join(record["steps"][: pair.pit]) and pair.chosen_source == "rollout"
         assert pair.chosen.startswith("".join(record["steps"][: pair.pit - 1]))
+        negative = responses[(pair.question_id, pair.rejected_sample_index)]
+        assert (twin.question_id, twin.rejected_sample_index, twin.chosen, twin.chosen_source) == \
+               (pair.question_id, pair.rejected_sample_index, pair.chosen, "rollout")
+        assert twin.rejected == negative["response"] and twin.rejected_eos == (negative["finish_reason"] != "length")
     _, again = space.run("pairs", config)
     assert again["resumed"] == "stage already complete"
 
