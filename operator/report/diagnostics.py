@@ -6,19 +6,28 @@ is about? Pure functions over plain records (the report's shell reads them from 
 - pi_sft's accuracy on its own training questions vs test (memorisation);
 - the share of scanned negatives with a usable pit, and a histogram of pit positions;
 - pairs, optimizer steps and credit cost (rollouts and generated tokens per negative) per seed;
-- the gates of the default star-graph example, each with its value and PASS/FAIL.
+- the gates of the star-graph example, each with its value and PASS/FAIL;
+- the gates of the arithmetic task (issue 20), per seed where every seed must pass and pooled, each
+  PASS, FAIL or "n/a" with the reason its input is missing (never PASS without a measurement).
 """
 
 from __future__ import annotations
 
 import statistics
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
+
+from negrl_operator.report.comparison import CurveRise
+from negrl_operator.report.training import Collapse
 
 FOLLOW_GATE = 0.9        # accuracy given a correct first move
 CHANCE_TOLERANCE = 0.07  # |first-move accuracy - 1/degree|
 MEMORISATION_GAP = 0.10  # train accuracy - test accuracy
 USABLE_PIT_SHARE = 0.5   # negatives with a usable pit
+RISE_GATE = 0.2          # arithmetic: SFT at the largest sweep point - SFT at n
+SFT_AT_N_RANGE = (0.15, 0.6)  # arithmetic: SFT at n's held-out accuracy, both ends included
+BOTH_ANSWERS_GATE = 0.4  # arithmetic: sampled questions with a correct and a wrong sample
+PIT_PRECISION_GATE = 0.8  # arithmetic: pits on the true first consequential error line
 
 
 def first_move_correct(response: str, answer: str) -> bool:
@@ -103,7 +112,127 @@ def gates(degree: int | None, test: list[MoveAccuracy], train: list[MoveAccuracy
 
 def _gate(name: str, value: float | None, target: str, passed: bool) -> dict:
     return {"gate": name, "value": None if value is None else round(value, 3), "target": target,
-            "pass": passed}
+            "pass": passed, "result": "PASS" if passed else "FAIL"}
+
+
+def both_answers(samples: list[dict]) -> tuple[int, int]:
+    """(sampled questions with a correct and a not-correct sample, sampled questions), from Sample
+    records; not correct = wrong or unparseable, the credit stage's negatives."""
+    kinds: dict[str, set[bool]] = defaultdict(set)
+    for sample in samples:
+        kinds[sample["question_id"]].add(sample["grade"]["correct"] is True)
+    return sum(1 for seen in kinds.values() if len(seen) == 2), len(kinds)
+
+
+@dataclass(frozen=True)
+class SeedRegime:
+    """One seed's inputs to the arithmetic gates; None: the stage that measures it did not run."""
+
+    seed: int
+    sft_accuracy: float | None            # SFT at n, held out
+    train_accuracy: float | None          # SFT at n on its own training questions (eval-train)
+    both_answers: tuple[int, int] | None  # (questions with both, sampled questions)
+    pits: tuple[int, int] | None          # (pits on the true line, pits)
+
+
+NO_SFT = "no held-out evaluation of SFT at n"
+NO_TRAIN = "no eval-train stage (stages.eval.trainQuestions)"
+
+
+def _per_seed(name: str, target: str, passes, seeds: list[SeedRegime], value_of, pooled_of) -> list[dict]:
+    """A row per seed, then the pooled row (n/a unless every seed has its input)."""
+    rows = []
+    for seed in seeds:
+        value, reason = value_of(seed)
+        rows.append(_measured(name, seed.seed, value, target, passes, reason))
+    missing = [f"seed {seed.seed}" for seed, row in zip(seeds, rows, strict=True) if row["result"] == "n/a"]
+    if not seeds or missing:
+        value, reason = None, f"no input for {', '.join(missing)}" if missing else "no seed"
+    else:
+        value, reason = pooled_of(seeds)
+    rows.append(_measured(name, "all", value, target, passes, reason))
+    return rows
+
+
+def _measured(name: str, seed, value: float | None, target: str, passes, reason: str | None) -> dict:
+    if value is None:
+        return {"gate": name, "seed": seed, "value": None, "target": target, "pass": False, "result": "n/a",
+                "reason": reason}
+    # accuracies are fractions: 0.7 - 0.6 must meet "<= 0.1", not miss it by a rounding error
+    return {**_gate(name, value, target, passes(round(value, 9))), "seed": seed, "reason": None}
+
+
+def _ratio(pair: tuple[int, int] | None, missing: str, empty: str) -> tuple[float | None, str | None]:
+    if pair is None:
+        return None, missing
+    return (pair[0] / pair[1], None) if pair[1] else (None, empty)
+
+
+def _pooled_ratio(pairs: list[tuple[int, int]], empty: str) -> tuple[float | None, str | None]:
+    """The ratio of the summed counts: every seed's question (or pit) weighs the same."""
+    part, whole = sum(p[0] for p in pairs), sum(p[1] for p in pairs)
+    return (part / whole, None) if whole else (None, empty)
+
+
+def arithmetic_gates(rise: CurveRise | None, seeds: list[SeedRegime], collapses: list[Collapse] | None) -> list[dict]:
+    """The regime gates of the arithmetic task. `rise`: the SFT curve's CurveRise (None without a sweep
+    point beyond n); `collapses`: the DPO stages' collapse checks (None or []: no DPO training log)."""
+    low, high = SFT_AT_N_RANGE
+    rows = [_rise_gate(rise)]
+    rows += _per_seed("SFT at n held-out accuracy", f"{low} to {high}", lambda v: low <= v <= high, seeds,
+                      lambda s: (s.sft_accuracy, NO_SFT),
+                      lambda all_: (statistics.fmean(s.sft_accuracy for s in all_), None))
+    rows += _per_seed("sampled questions with a correct and a wrong sample", f">= {BOTH_ANSWERS_GATE}",
+                      lambda v: v >= BOTH_ANSWERS_GATE, seeds,
+                      lambda s: _ratio(s.both_answers, "no sample stage", "no sampled question"),
+                      lambda all_: _pooled_ratio([s.both_answers for s in all_], "no sampled question"))
+    rows += _per_seed("pit precision (pit on the true first consequential error)", f">= {PIT_PRECISION_GATE}",
+                      lambda v: v >= PIT_PRECISION_GATE, seeds,
+                      lambda s: _ratio(s.pits, "no credit stage", "no pit placed"),
+                      lambda all_: _pooled_ratio([s.pits for s in all_], "no pit placed"))
+    rows += _per_seed("no memorisation: train - held-out accuracy", f"<= {MEMORISATION_GAP}",
+                      lambda v: v <= MEMORISATION_GAP, seeds, _gap,
+                      lambda all_: (statistics.fmean(s.train_accuracy for s in all_)
+                                    - statistics.fmean(s.sft_accuracy for s in all_), None))
+    rows.append(_collapse_gate(collapses))
+    return rows
+
+
+def _gap(seed: SeedRegime) -> tuple[float | None, str | None]:
+    if seed.train_accuracy is None or seed.sft_accuracy is None:
+        return None, NO_TRAIN if seed.train_accuracy is None else NO_SFT
+    return seed.train_accuracy - seed.sft_accuracy, None
+
+
+def _rise_gate(rise: CurveRise | None) -> dict:
+    name, target = "SFT rises with data: SFT at the largest point - SFT at n", f">= {RISE_GATE}, interval above 0"
+    if rise is None:
+        return _measured(name, "all", None, target, None, "no SFT sweep point beyond n (sweep.sftMultipliers) "
+                         "or no evaluation of SFT at n")
+    row = _measured(name, "all", rise.difference, target, lambda v: v >= RISE_GATE and rise.rises, None)
+    return {**row, "interval": [round(end, 3) for end in rise.difference_ci]}
+
+
+def _collapse_gate(collapses: list[Collapse] | None) -> dict:
+    name, target = "no DPO collapse flag", "0 DPO stages flagged"
+    if not collapses:
+        return _measured(name, "all", None, target, None, "no DPO training log")
+    flagged = sorted(check.stage for check in collapses if check.collapsed)
+    return {**_measured(name, "all", len(flagged), target, lambda v: v == 0, None), "flagged": flagged}
+
+
+def gate_markdown(gate_rows: list[dict]) -> str:
+    """The gates table with its seed column ("all": pooled over seeds); n/a rows say what is missing."""
+    lines = ["| gate | seed | value | target | result |", "|---|---|---|---|---|"]
+    for g in gate_rows:
+        value = "-" if g["value"] is None else str(g["value"])
+        if "interval" in g:
+            value += " [{:+.3f}, {:+.3f}]".format(*g["interval"])
+        if g.get("flagged"):
+            value += f" ({', '.join(g['flagged'])})"
+        result = f"n/a ({g['reason']})" if g["result"] == "n/a" else g["result"]
+        lines.append(f"| {g['gate']} | {g['seed']} | {value} | {g['target']} | {result} |")
+    return "\n".join(lines) + "\n"
 
 
 def markdown(seed_rows: list[dict], gate_rows: list[dict]) -> str:
@@ -116,7 +245,7 @@ def markdown(seed_rows: list[dict], gate_rows: list[dict]) -> str:
             "seed", "test_accuracy", "first_move", "given_first_move", "train_accuracy", "negatives",
             "usable_pit_share", "pit_histogram", "pairs", "dpo_steps", "rollouts_per_negative",
             "tokens_per_negative")) + " |")
-    lines += ["", "| gate | value | target | result |", "|---|---|---|---|"]
-    lines += [f"| {g['gate']} | {g['value']} | {g['target']} | {'PASS' if g['pass'] else 'FAIL'} |"
-              for g in gate_rows]
+    if gate_rows:
+        lines += ["", "| gate | value | target | result |", "|---|---|---|---|"]
+        lines += [f"| {g['gate']} | {g['value']} | {g['target']} | {g['result']} |" for g in gate_rows]
     return "\n".join(lines) + "\n"

@@ -1,5 +1,8 @@
 """Estimates from a run's evaluations: accuracy per method over seeds, SFT's accuracy curve over
-|D_syn| and each method's effective data multiplier on it. Pure functions over plain values."""
+|D_syn| (made monotone, interpolated piecewise log-linearly), the per-question correctness tables of a
+run's policies (checked to pair: same seeds, same questions) and the bootstrap over seeds x questions
+that every interval of the report is read from. Pure functions over plain values (numpy where noted).
+The comparisons to SFT at n built on these live in `comparison`."""
 
 from __future__ import annotations
 
@@ -46,37 +49,44 @@ def summarise(results: list[PolicyResult]) -> list[MethodSummary]:
     return sorted(summaries, key=lambda s: (rank.get(s.method, len(rank)), s.multiplier))
 
 
-def sft_curve(summaries: list[MethodSummary]) -> list[tuple[int, float]]:
-    """SFT's mean accuracy by |D_syn| multiple, made non-decreasing (more data never counts as worse)."""
-    points = sorted((s.multiplier, s.mean) for s in summaries if s.method == "sft")
+def monotone(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """(multiplier, accuracy) sorted by multiplier with the accuracy made non-decreasing (running max):
+    more data never counts as worse, so a dip between sweep points cannot create two crossings."""
     curve, best = [], -math.inf
-    for multiplier, accuracy in points:
+    for multiplier, accuracy in sorted(points):
         best = max(best, accuracy)
         curve.append((multiplier, best))
     return curve
 
 
-def effective_multiplier(curve: list[tuple[int, float]], accuracy: float) -> tuple[float | None, str]:
-    """How much more SFT data reaches `accuracy`, interpolated on a log scale of |D_syn|.
+def sft_curve(summaries: list[MethodSummary]) -> list[tuple[int, float]]:
+    """SFT's mean accuracy by |D_syn| multiple, made non-decreasing."""
+    return monotone([(s.multiplier, s.mean) for s in summaries if s.method == "sft"])
 
-    Returns (value, label): the label is "> 8x" beyond the sweep and "<= 1x" at or below SFT at 1x."""
+
+def effective_multiplier(curve: list[tuple[int, float]], accuracy: float) -> float:
+    """How much more SFT data reaches `accuracy`: piecewise log-linear interpolation of the monotone
+    curve, every sweep point a knot (log |D_syn| linear in accuracy between neighbouring points).
+    The first multiplier at or below the curve's first point, inf past its last (no extrapolation)."""
     if not curve:
-        return None, "n/a"
+        raise ValueError("an effective multiplier needs at least one SFT sweep point")
     first_multiplier, first_accuracy = curve[0]
     if accuracy <= first_accuracy:
-        return float(first_multiplier), f"<= {first_multiplier}x"
+        return float(first_multiplier)
     for (k0, a0), (k1, a1) in zip(curve, curve[1:], strict=False):
         if a0 < accuracy <= a1:
             fraction = (accuracy - a0) / (a1 - a0)
-            value = math.exp(math.log(k0) + fraction * (math.log(k1) - math.log(k0)))
-            return value, f"{value:.1f}x"
-    return None, f"> {curve[-1][0]}x"
+            return math.exp(math.log(k0) + fraction * (math.log(k1) - math.log(k0)))
+    return math.inf
 
 
-# --- Paired bootstrap over seeds x test questions -------------------------------------------------
+# --- Per-question correctness, paired across policies ----------------------------------------------
 
-BOOTSTRAP_REPLICATES = 2000
-BOOTSTRAP_SEED = 0
+PAIRING_RULE = "every policy must be evaluated on the same seeds and questions"
+
+
+class ReportError(ValueError):
+    """The run's evaluations cannot be compared as they are (nothing is dropped to make them fit)."""
 
 
 @dataclass(frozen=True)
@@ -91,19 +101,60 @@ class Correctness:
     table: tuple[tuple[bool, ...], ...]
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """A method against SFT at n: the difference of mean accuracy with its 95% CI, the effective data
-    multiplier with its CI, and the label the table prints."""
+def policy_name(method: str, multiplier: int) -> str:
+    """sft@n, sft@4x, step-dpo, step-dpo@2x: how errors and tables name a policy."""
+    if multiplier == 1:
+        return "sft@n" if method == "sft" else method
+    return f"{method}@{multiplier}x"
 
-    method: str
-    accuracy: float
-    accuracy_ci: tuple[float, float]
-    difference: float
-    difference_ci: tuple[float, float]
-    multiplier: float | None
-    multiplier_ci: tuple[float, float]
-    label: str
+
+def correctness_tables(evaluations: list[tuple[str, int, int, dict[str, bool]]]) -> list[Correctness]:
+    """(method, multiplier, seed, {question: greedy correct}) per evaluated policy -> one table per
+    (method, multiplier) over its seeds and questions. Raises ReportError when the seeds of one policy
+    answered different questions."""
+    groups: dict[tuple[str, int], dict[int, dict[str, bool]]] = {}
+    for method, multiplier, seed, answers in evaluations:
+        groups.setdefault((method, multiplier), {})[seed] = answers
+    tables = []
+    for (method, multiplier), by_seed in groups.items():
+        seeds = tuple(sorted(by_seed))
+        questions = set(by_seed[seeds[0]])
+        for seed in seeds[1:]:
+            if set(by_seed[seed]) != questions:
+                missing, extra = len(questions - set(by_seed[seed])), len(set(by_seed[seed]) - questions)
+                raise ReportError(
+                    f"{policy_name(method, multiplier)}: seed {seed} answered {len(by_seed[seed])} questions, "
+                    f"seed {seeds[0]} {len(questions)} ({missing} of seed {seeds[0]}'s missing, {extra} others); "
+                    f"{PAIRING_RULE}")
+        ordered = tuple(sorted(questions))
+        table = tuple(tuple(bool(by_seed[s][q]) for q in ordered) for s in seeds)
+        tables.append(Correctness(method, multiplier, seeds, ordered, table))
+    return tables
+
+
+def paired_with(reference: Correctness, policy: Correctness) -> Correctness:
+    """`policy` with its questions in `reference`'s order; ReportError naming the policy when its seeds
+    or its questions differ from the reference's."""
+    name, reference_name = policy_name(policy.method, policy.multiplier), policy_name(reference.method,
+                                                                                       reference.multiplier)
+    if policy.seeds != reference.seeds:
+        raise ReportError(f"{name}: seeds {list(policy.seeds)} but {reference_name} has "
+                          f"{list(reference.seeds)}; {PAIRING_RULE}")
+    if policy.questions == reference.questions:
+        return policy
+    own, wanted = set(policy.questions), set(reference.questions)
+    if own != wanted:
+        raise ReportError(f"{name}: {len(wanted - own)} of {reference_name}'s {len(wanted)} questions missing "
+                          f"and {len(own - wanted)} not in {reference_name}'s; {PAIRING_RULE}")
+    column = {question: index for index, question in enumerate(policy.questions)}
+    table = tuple(tuple(row[column[q]] for q in reference.questions) for row in policy.table)
+    return Correctness(policy.method, policy.multiplier, policy.seeds, reference.questions, table)
+
+
+# --- Bootstrap over seeds x test questions ---------------------------------------------------------
+
+BOOTSTRAP_REPLICATES = 2000
+BOOTSTRAP_SEED = 0
 
 
 def resample_weights(rng, count: int, replicates: int):
@@ -132,69 +183,6 @@ def quantile_interval(values) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def multiplier_label(difference_ci: tuple[float, float], beats_largest: bool, multiplier: float | None,
-                     multiplier_ci: tuple[float, float], largest: int) -> str:
-    """`n.s.` when the difference to SFT at n is not significant, `< 1x` when it is significantly
-    negative, `> {largest}x` when the method beats SFT at n and the largest sweep point significantly,
-    else the multiplier and its CI."""
-    if difference_ci[0] <= 0.0 <= difference_ci[1]:
-        return "n.s."
-    if difference_ci[1] < 0.0:  # significantly worse than SFT at n, whatever the curve does later
-        return "< 1x"
-    if beats_largest:
-        return f"> {largest}x"
-    if multiplier is None:  # past the sweep's best, but not significantly
-        return f"beyond {largest}x (n.s. vs {largest}x)"
-    low, high = (f"{value:.1f}x" if math.isfinite(value) else f">{largest}x" for value in multiplier_ci)
-    return f"{multiplier:.1f}x [{low}, {high}]"
-
-
-def _curve_multiplier(sweep: dict[int, float], accuracy: float) -> float:
-    """The effective multiplier on the monotone SFT curve; inf beyond the sweep."""
-    points = [MethodSummary("sft", multiplier, mean, 0.0, 1, None) for multiplier, mean in sweep.items()]
-    value, _ = effective_multiplier(sft_curve(points), accuracy)
-    return math.inf if value is None else value
-
-
-def compare_to_sft(policies: list[Correctness], replicates: int = BOOTSTRAP_REPLICATES,
-                   seed: int = BOOTSTRAP_SEED) -> list[Comparison]:
-    """Every non-SFT policy against SFT at 1x, paired over the same resampled seeds and questions."""
-    import numpy as np
-
-    sft = {p.multiplier: p for p in policies if p.method == "sft"}
-    if 1 not in sft:
-        return []
-    shape = (sft[1].seeds, sft[1].questions)
-    usable = [p for p in policies if (p.seeds, p.questions) == shape]
-    rng = np.random.default_rng(seed)
-    seed_weights = resample_weights(rng, len(shape[0]), replicates)
-    question_weights = resample_weights(rng, len(shape[1]), replicates)
-    means = {(p.method, p.multiplier): replicate_means(p.table, seed_weights, question_weights) for p in usable}
-    points = {(p.method, p.multiplier): float(np.mean(np.asarray(p.table, dtype=float))) for p in usable}
-    sweep_keys = sorted(k for (m, k) in means if m == "sft")
-    largest = sweep_keys[-1]
-    comparisons = []
-    for policy in usable:
-        if policy.method == "sft":
-            continue
-        key = (policy.method, policy.multiplier)
-        difference = means[key] - means[("sft", 1)]
-        multipliers = [
-            _curve_multiplier({k: float(means[("sft", k)][b]) for k in sweep_keys}, float(means[key][b]))
-            for b in range(replicates)
-        ]
-        point = _curve_multiplier({k: points[("sft", k)] for k in sweep_keys}, points[key])
-        beats = quantile_interval(means[key] - means[("sft", largest)])[0] > 0.0
-        difference_ci, multiplier_ci = quantile_interval(difference), quantile_interval(multipliers)
-        comparisons.append(Comparison(
-            policy.method, points[key], quantile_interval(means[key]), points[key] - points[("sft", 1)],
-            difference_ci, None if math.isinf(point) else point, multiplier_ci,
-            multiplier_label(difference_ci, beats and largest > 1, None if math.isinf(point) else point,
-                             multiplier_ci, largest),
-        ))
-    return comparisons
-
-
 def accuracy_intervals(policies: list[Correctness], replicates: int = BOOTSTRAP_REPLICATES,
                        seed: int = BOOTSTRAP_SEED) -> dict[tuple[str, int], tuple[float, float, float]]:
     """(method, multiplier) -> (mean accuracy, 2.5%, 97.5%) from a bootstrap over each policy's own
@@ -212,16 +200,23 @@ def accuracy_intervals(policies: list[Correctness], replicates: int = BOOTSTRAP_
     return intervals
 
 
-def correctness_tables(evaluations: list[tuple[str, int, int, dict[str, bool]]]) -> list[Correctness]:
-    """(method, multiplier, seed, {question: greedy correct}) per evaluated policy -> one table per
-    (method, multiplier) over its seeds and the questions every one of its seeds answered."""
-    groups: dict[tuple[str, int], dict[int, dict[str, bool]]] = {}
-    for method, multiplier, seed, answers in evaluations:
-        groups.setdefault((method, multiplier), {})[seed] = answers
-    tables = []
-    for (method, multiplier), by_seed in groups.items():
-        seeds = tuple(sorted(by_seed))
-        questions = tuple(sorted(set.intersection(*(set(by_seed[s]) for s in seeds))))
-        table = tuple(tuple(bool(by_seed[s][q]) for q in questions) for s in seeds)
-        tables.append(Correctness(method, multiplier, seeds, questions, table))
-    return tables
+@dataclass(frozen=True)
+class CurvePoint:
+    """One SFT sweep point as the report draws it: x = distinct synthetic examples it trained on."""
+
+    multiplier: int
+    distinct_examples: int | None     # None: the run has no |D_syn| (the axis is then the multiple)
+    accuracy: float
+    low: float                        # 95% bootstrap band
+    high: float
+    monotone_accuracy: float          # the running max the multipliers are interpolated on
+
+
+def sft_curve_points(intervals: dict[tuple[str, int], tuple[float, float, float]],
+                     distinct_examples: dict[int, int] | None) -> list[CurvePoint]:
+    """The SFT sweep from `accuracy_intervals`, by multiplier; `distinct_examples`: multiplier ->
+    distinct synthetic examples that point trained on."""
+    points = sorted((k, value) for (method, k), value in intervals.items() if method == "sft")
+    curve = dict(monotone([(k, accuracy) for k, (accuracy, _, _) in points]))
+    return [CurvePoint(k, None if distinct_examples is None else distinct_examples[k], accuracy, low, high, curve[k])
+            for k, (accuracy, low, high) in points]

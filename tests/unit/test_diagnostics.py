@@ -2,15 +2,23 @@
 
 import pytest
 
+from negrl_operator.report.comparison import CurveRise
 from negrl_operator.report.diagnostics import (
+    NO_SFT,
+    NO_TRAIN,
     MoveAccuracy,
+    SeedRegime,
+    arithmetic_gates,
+    both_answers,
     credit_cost,
     first_move_correct,
+    gate_markdown,
     gates,
     markdown,
     move_accuracy,
     pit_census,
 )
+from negrl_operator.report.training import Collapse
 
 
 @pytest.mark.parametrize(("response", "answer", "correct"), [
@@ -68,3 +76,97 @@ def test_markdown_prints_every_seed_and_gate():
     assert "| 0 | 0.5 | - |" in text
     assert "| first move near chance | 0.5 | 1/2 ± 0.07 | PASS |" in text
     assert "| no memorisation: train - held-out accuracy | None | <= 0.1 | FAIL |" in text
+
+
+def sample(qid, correct):
+    return {"question_id": qid, "grade": {"correct": correct}}
+
+
+def test_both_answers_counts_questions_with_a_correct_and_a_not_correct_sample():
+    samples = [sample("a", True), sample("a", False), sample("b", True), sample("b", True),
+               sample("c", False), sample("c", None), sample("d", None), sample("d", True)]  # unparseable: wrong
+    assert both_answers(samples) == (2, 4)
+    assert both_answers([]) == (0, 0)
+
+
+def results(rows, gate):
+    """{seed: (value, result)} of one gate's rows."""
+    return {row["seed"]: (row["value"], row["result"]) for row in rows if row["gate"].startswith(gate)}
+
+
+def regime(seed, sft=0.3, train=0.35, both=(5, 10), pits=(9, 10)):
+    return SeedRegime(seed, sft, train, both, pits)
+
+
+@pytest.mark.parametrize(("rise", "value", "result"), [
+    (CurveRise(8, 0.2, (0.01, 0.4)), 0.2, "PASS"),               # exactly 0.2, interval above 0
+    (CurveRise(8, 0.7 - 0.5, (0.01, 0.4)), 0.2, "PASS"),         # 0.19999999999999996: a rounding error
+    (CurveRise(8, 0.199, (0.01, 0.4)), 0.199, "FAIL"),
+    (CurveRise(8, 0.3, (0.0, 0.6)), 0.3, "FAIL"),                # interval touches 0: not a rise
+    (None, None, "n/a"),                                         # no sweep point beyond n
+])
+def test_rise_gate(rise, value, result):
+    rows = arithmetic_gates(rise, [regime(0)], None)
+    assert results(rows, "SFT rises") == {"all": (value, result)}
+
+
+@pytest.mark.parametrize(("accuracies", "expected"), [
+    ((0.15, 0.6), {0: (0.15, "PASS"), 1: (0.6, "PASS"), "all": (0.375, "PASS")}),   # both ends included
+    ((0.149, 0.601), {0: (0.149, "FAIL"), 1: (0.601, "FAIL"), "all": (0.375, "PASS")}),
+    ((0.1, None), {0: (0.1, "FAIL"), 1: (None, "n/a"), "all": (None, "n/a")}),
+])
+def test_sft_at_n_gate_per_seed_and_pooled(accuracies, expected):
+    rows = arithmetic_gates(None, [regime(seed, sft=a) for seed, a in enumerate(accuracies)], None)
+    assert results(rows, "SFT at n held-out accuracy") == expected
+
+
+def test_both_answers_gate_pools_the_counts():
+    rows = arithmetic_gates(None, [regime(0, both=(4, 10)), regime(1, both=(39, 100))], None)
+    assert results(rows, "sampled questions") == {0: (0.4, "PASS"), 1: (0.39, "FAIL"), "all": (0.391, "FAIL")}
+    missing = arithmetic_gates(None, [regime(0, both=None), regime(1, both=(0, 0))], None)
+    reasons = {row["seed"]: row["reason"] for row in missing if row["gate"].startswith("sampled questions")}
+    assert reasons == {0: "no sample stage", 1: "no sampled question", "all": "no input for seed 0, seed 1"}
+
+
+def test_pit_precision_gate():
+    rows = arithmetic_gates(None, [regime(0, pits=(4, 5)), regime(1, pits=(3, 4))], None)
+    assert results(rows, "pit precision") == {0: (0.8, "PASS"), 1: (0.75, "FAIL"), "all": (0.778, "FAIL")}
+    assert results(arithmetic_gates(None, [regime(0, pits=(0, 3))], None), "pit precision")[0] == (0.0, "FAIL")
+    missing = arithmetic_gates(None, [regime(0, pits=None), regime(1, pits=(0, 0))], None)
+    reasons = {row["seed"]: (row["result"], row["pass"], row["reason"]) for row in missing
+               if row["gate"].startswith("pit precision")}
+    assert reasons == {0: ("n/a", False, "no credit stage"), 1: ("n/a", False, "no pit placed"),
+                       "all": ("n/a", False, "no input for seed 0, seed 1")}
+
+
+def test_memorisation_gate_per_seed():
+    rows = arithmetic_gates(None, [regime(0, sft=0.6, train=0.7), regime(1, sft=0.6, train=0.71)], None)
+    assert results(rows, "no memorisation") == {0: (0.1, "PASS"), 1: (0.11, "FAIL"), "all": (0.105, "FAIL")}
+    missing = arithmetic_gates(None, [regime(0, train=None), regime(1, sft=None)], None)
+    reasons = {row["seed"]: row["reason"] for row in missing if row["gate"].startswith("no memorisation")}
+    assert reasons == {0: NO_TRAIN, 1: NO_SFT, "all": "no input for seed 0, seed 1"}
+
+
+def check(stage, end):
+    return Collapse(stage, chosen_start=-10.0, chosen_end=end, rejected_start=None, rejected_end=None, threshold=5.0)
+
+
+@pytest.mark.parametrize(("collapses", "value", "result", "flagged"), [
+    (None, None, "n/a", None), ([], None, "n/a", None),
+    ([check("step-dpo-s0", -14.0), check("outcome-dpo-s0", -15.0)], 0, "PASS", []),   # drops of 4 and 5 nats
+    ([check("step-dpo-s0", -15.1), check("outcome-dpo-s0", -12.0)], 1, "FAIL", ["step-dpo-s0"]),
+])
+def test_collapse_gate(collapses, value, result, flagged):
+    row = next(r for r in arithmetic_gates(None, [regime(0)], collapses) if r["gate"] == "no DPO collapse flag")
+    assert (row["value"], row["result"], row.get("flagged")) == (value, result, flagged)
+
+
+def test_arithmetic_gates_without_seeds_are_n_a_and_the_table_prints_every_row():
+    rows = arithmetic_gates(CurveRise(4, 0.25, (0.05, 0.45)), [], [check("step-dpo", -16.0)])
+    assert [(r["seed"], r["result"]) for r in rows] == [("all", "PASS"), ("all", "n/a"), ("all", "n/a"),
+                                                        ("all", "n/a"), ("all", "n/a"), ("all", "FAIL")]
+    text = gate_markdown(rows)
+    assert "| SFT rises with data: SFT at the largest point - SFT at n | all | 0.25 [+0.050, +0.450] | " \
+           ">= 0.2, interval above 0 | PASS |" in text
+    assert "| pit precision (pit on the true first consequential error) | all | - | >= 0.8 | n/a (no seed) |" in text
+    assert "| no DPO collapse flag | all | 1 (step-dpo) | 0 DPO stages flagged | FAIL |" in text
