@@ -49,7 +49,7 @@ def test_defaults_render_the_operator_and_no_monitoring_objects():
                      "ServiceAccount", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
     (deployment,) = by_kind(docs, "Deployment")
     spec = deployment["spec"]
-    assert spec["replicas"] == 2 and "strategy" not in spec  # a standby replica takes over the Lease
+    assert spec["replicas"] == 2 and spec["strategy"]["type"] == "RollingUpdate"  # a standby takes over the Lease
     env = {e["name"]: e.get("value") for e in spec["template"]["spec"]["containers"][0]["env"]}
     assert (env["NEGRL_LEADER_ELECT"], env["NEGRL_LEASE_NAME"], env["NEGRL_LEASE_DURATION"]) == ("true", "rel-negrl", "15")
     (lease_role,) = by_kind(docs, "Role")
