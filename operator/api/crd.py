@@ -145,12 +145,19 @@ def _strip_defs(schema: dict) -> dict:
     return schema
 
 
+READY = '.status.conditions[?(@.type=="Ready")]'
 PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Stage", "type": "string", "jsonPath": ".status.stage"},
+    {"name": "Ready", "type": "string", "jsonPath": f"{READY}.status", "description": "kstatus Ready: True once Succeeded."},
+    {"name": "Reason", "type": "string", "jsonPath": f"{READY}.reason",
+     "description": "What holds the experiment (ImagePullBackOff, Unschedulable, SamplerNotReady, InvalidSpec, "
+                    "ApplyRejected, ApplyRetrying, ...), else its phase."},
     {"name": "Best", "type": "number", "jsonPath": ".status.results.bestAccuracy",
      "description": "Highest pass@1 among the evaluated policies."},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1,
+     "description": "What the experiment waits for, or why it failed or is invalid (kubectl get -o wide)."},
 ]
 
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from negrl_operator.api.stage_config import Strict
 
-Phase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed", "Degraded"]
+# Invalid: the operator cannot read the spec (an API server that admitted it without this version's rules)
+Phase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed", "Degraded", "Invalid"]
 TERMINAL_PHASES = ("Succeeded", "Failed", "Degraded")  # Degraded: failurePolicy Continue, some branches done
 StageState = Literal["Pending", "Waiting", "Running", "Succeeded", "Failed"]
 ConditionType = Literal["Ready", "Reconciling", "Stalled", "Progressing", "Degraded", "StorageShared"]
@@ -22,6 +23,17 @@ def rfc3339(moment: datetime) -> str:
 
 def parse_time(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def camel(key: str) -> str:
+    """A stage summary's snake_case key in the status's style: generated_tokens -> generatedTokens,
+    pass_at_1 -> passAt1; a camelCase key stays as it is."""
+    first, *rest = key.split("_")
+    return first + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def camel_keys(summary: dict[str, Any]) -> dict[str, Any]:
+    return {camel(str(key)): value for key, value in summary.items()}
 
 
 class Condition(Strict):
@@ -46,9 +58,15 @@ class StageStatus(Strict):
     reason: str = Field("", description="Machine-readable cause of the message: SamplerNotReady, ImagePullBackOff, "
                                         "Unschedulable, FailedCreate, CrashLoopBackOff, OOMKilled, Evicted, PodFailed.")
     since: str | None = Field(None, description="When the current reason was first observed (RFC 3339).")
-    summary: dict[str, Any] = Field(default_factory=dict, description="The Job's summary (termination message).")
+    summary: dict[str, Any] = Field(default_factory=dict, description="The Job's summary (termination message), "
+                                    "its keys in camelCase.")
     restarts: int = Field(0, description="Times the operator restarted this multi-node training stage's whole "
                                          "group after a lost rank (trainer.launcher Job; at most trainer.maxRestarts).")
+
+    @field_validator("summary")
+    @classmethod
+    def _camel_case_keys(cls, summary: dict[str, Any]) -> dict[str, Any]:
+        return camel_keys(summary)  # a status an older version wrote has the stages' own snake_case keys
 
 
 class PolicyResult(Strict):
@@ -85,8 +103,9 @@ class ExperimentResults(Strict):
 class ExperimentStatus(Strict):
     observed_generation: int = Field(0, description="metadata.generation last reconciled.")
     phase: Phase = Field(
-        "Pending", description="Pending, Running, Suspended, Succeeded, Failed, or Degraded (failurePolicy Continue: "
-        "finished with some stages failed and some policies evaluated).",
+        "Pending", description="Pending, Running, Suspended, Succeeded, Failed, Degraded (failurePolicy Continue: "
+        "finished with some stages failed and some policies evaluated), or Invalid (the operator cannot read the "
+        "spec; the message names the field).",
     )
     stage: str = Field("", description="Stages running now, comma-separated.")
     message: str = Field("", description="What the experiment waits for, or why it failed.")

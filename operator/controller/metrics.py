@@ -21,7 +21,7 @@ from prometheus_client import (
 
 from negrl_operator.api.status import ExperimentStatus, StageStatus, parse_time
 
-PHASES = ("Pending", "Running", "Suspended", "Succeeded", "Failed", "Degraded")
+PHASES = ("Pending", "Running", "Suspended", "Succeeded", "Failed", "Degraded", "Invalid")
 EXPERIMENT_LABELS = ["namespace", "experiment"]
 
 

@@ -12,7 +12,6 @@ finalizer is registered, so deleting an experiment never waits for the operator.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import threading
@@ -21,21 +20,24 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import kopf
 from kubernetes import config as kube_config
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
+from urllib3.exceptions import HTTPError
 
-from negrl_operator.api.experiment import KIND, ExperimentSpec
-from negrl_operator.api.status import ExperimentStatus, parse_status, rfc3339
+from negrl_operator.api.experiment import ClusterExperimentSpec
+from negrl_operator.api.status import ExperimentStatus, parse_status
+from negrl_operator.api.termination import shorten
 from negrl_operator.controller.claim import ClaimReader
-from negrl_operator.controller.election import elect
+from negrl_operator.controller.election import LeaderLease, Timing, exit_when_lost, identity
 from negrl_operator.controller.kube import EventPoster, Kube, apply_plan
 from negrl_operator.controller.metrics import Heartbeat, OperatorMetrics, serve
+from negrl_operator.controller.refusal import api_message, refused, report, spec_problems
+from negrl_operator.controller.shutdown import Shutdown, hand_over, run_kopf
 from negrl_operator.controller.watch import build_registry
 from negrl_operator.controller.workqueue import WorkQueue, retry_delay
-from negrl_operator.reconcile.condition import EventRecord, rejected
+from negrl_operator.reconcile.condition import APPLY_REJECTED, APPLY_RETRYING, INVALID_SPEC, refresh_after
 from negrl_operator.reconcile.manifest import Owner
 from negrl_operator.reconcile.observation import ClaimState, Observed
 from negrl_operator.reconcile.plan import Plan, plan
@@ -93,7 +95,7 @@ def reconcile(runtime: Runtime, trigger: str, body, indices: dict, ordered: bool
     owner = Owner(meta["name"], meta["namespace"], meta["uid"])
     started = time.perf_counter()
     with runtime.locks[owner.uid]:
-        spec = ExperimentSpec.model_validate(dict(body.get("spec") or {}))
+        spec = ClusterExperimentSpec.model_validate(dict(body.get("spec") or {}))
         recorded = runtime.recorded(owner.uid, body.get("status"))
         claim = runtime.claims.read(owner.namespace, spec.storage.claim_name) if runtime.claims else None
         observed = observe(owner, indices["negrl_jobs"], indices["negrl_deployments"], indices["negrl_children"],
@@ -122,53 +124,38 @@ def handle(runtime: Runtime, key: Key) -> float | None:
     try:
         result = reconcile(runtime, trigger, body, runtime.indices, ordered=key in runtime.failures)
     except ValidationError as error:
-        runtime.metrics.errors.labels("InvalidSpec").inc()
-        report_rejection(runtime, body, "InvalidSpec", f"invalid spec: {error}")
+        runtime.metrics.errors.labels(INVALID_SPEC).inc()
+        report(runtime, body, INVALID_SPEC, spec_problems(error))
         return None  # until the spec changes (its event queues the key again)
     except ApiException as error:
-        failures = runtime.failures[key] = runtime.failures.get(key, 0) + 1
         runtime.metrics.errors.labels(f"Api{error.status}").inc()
-        runtime.heartbeat.beat()  # the operator works; this experiment's child is refused or the server busy
-        if error.status in REJECTED_STATUSES:
-            report_rejection(runtime, body, "ApplyRejected", f"API error {error.status}: {_api_message(error)}")
-        log.warning("reconcile of %s/%s: API error %s (attempt %d)", *key, error.status, failures)
-        return retry_delay(failures)
+        return _failed(runtime, key, body, f"API error {error.status}: {api_message(error)}", refused(error))
+    except HTTPError as error:  # no answer: the connection failed or timed out
+        runtime.metrics.errors.labels("Unreachable").inc()
+        return _failed(runtime, key, body, f"API server unreachable: {shorten(str(error), 300)}", refusal=False)
     except Exception:
         runtime.metrics.errors.labels("Unexpected").inc()
         failures = runtime.failures[key] = runtime.failures.get(key, 0) + 1
         log.exception("reconcile of %s/%s failed", *key)
         return retry_delay(failures)
     runtime.failures.pop(key, None)
-    return min(result.requeue_after or runtime.interval_s, runtime.interval_s)
+    delay = min(result.requeue_after or runtime.interval_s, runtime.interval_s)
+    stale = refresh_after(result.status, datetime.now(UTC))  # a "(2m)" in a message is recomputed in time
+    return delay if stale is None else min(delay, stale)
 
 
-REJECTED_STATUSES = (400, 403, 404, 422)  # the server refused what we sent: retrying alone will not help
-
-
-def _api_message(error: ApiException) -> str:
-    try:
-        return str(json.loads(error.body or "{}").get("message") or error.reason)[:900]
-    except (ValueError, AttributeError):
-        return str(error.reason)
-
-
-def report_rejection(runtime: Runtime, body, reason: str, message: str) -> None:
-    """Stalled with the server's words in the status, and a Warning Event when that is news."""
-    meta = body["metadata"]
-    owner = Owner(meta["name"], meta["namespace"], meta["uid"])
-    recorded = runtime.recorded(owner.uid, body.get("status"))
-    status = rejected(recorded, reason, message, int(meta.get("generation") or 0), rfc3339(datetime.now(UTC)))
-    if status == recorded:
-        return
-    before = recorded.condition("Stalled")
-    try:
-        runtime.kube.merge_patch(KIND, owner.namespace, owner.name,
-                                 {"status": status.model_dump(mode="json", by_alias=True)}, "status")
-        runtime.written[owner.uid] = status
-    except ApiException as error:
-        log.warning("could not report %s on %s/%s: %s", reason, owner.namespace, owner.name, error.status)
-    if before is None or (before.reason, before.message) != (reason, message):
-        runtime.kube.post_event(owner, EventRecord("Warning", reason, message[:1000]))
+def _failed(runtime: Runtime, key: Key, body, message: str, refusal: bool) -> float:
+    """A write the API server refused (Stalled ApplyRejected) or did not take this time (Reconciling
+    ApplyRetrying, with the attempt); either way the key is retried with back-off."""
+    failures = runtime.failures[key] = runtime.failures.get(key, 0) + 1
+    delay = retry_delay(failures)
+    runtime.heartbeat.beat()  # the operator works; this experiment's child is refused or the server busy
+    if refusal:
+        report(runtime, body, APPLY_REJECTED, message)
+    else:
+        report(runtime, body, APPLY_RETRYING, f"{message} (attempt {failures}, next in {delay:g}s)")
+    log.warning("reconcile of %s/%s: %s (attempt %d)", *key, message, failures)
+    return delay
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -189,7 +176,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lease-name", default=env("NEGRL_LEASE_NAME", "negrl-operator"))
     parser.add_argument("--lease-namespace", default=env("NEGRL_LEASE_NAMESPACE", env("POD_NAMESPACE", "default")))
     parser.add_argument("--lease-duration", type=float, default=float(env("NEGRL_LEASE_DURATION", "15")),
-                        help="seconds a stopped leader's Lease blocks the next one")
+                        help="seconds the Lease of a leader that died blocks the next one (a stopping leader releases it)")
+    parser.add_argument("--lease-retry", type=float, default=float(env("NEGRL_LEASE_RETRY", "1")),
+                        help="seconds between a standby's attempts to take the Lease")
+    parser.add_argument("--shutdown-timeout", type=float, default=float(env("NEGRL_SHUTDOWN_TIMEOUT", "20")),
+                        help="on SIGTERM, seconds to wait for running reconciles before releasing the Lease")
     parser.add_argument("--verbose", action="store_true")
     return parser.parse_args(argv)
 
@@ -214,14 +205,24 @@ def main(argv: list[str] | None = None) -> int:
     stall = args.stall_after or max(60.0, 2 * args.interval)
     heartbeat = Heartbeat(metrics, stall)
     kube = Kube(load_kube_config(), on_request=metrics.request_observer("negrl"))
+    shutdown = Shutdown().install()  # before the Lease: a replica told to stop never takes it
     serve(metrics, heartbeat, args.port)
+    lease = None
     if args.leader_elect:
-        elect(args.lease_name, args.lease_namespace, args.lease_duration)  # blocks while another replica leads
+        lease = LeaderLease(load_kube_config(), args.lease_name, args.lease_namespace, identity(),
+                            Timing(max(1, round(args.lease_duration)), args.lease_retry))
+        if not lease.acquire(shutdown.stopping):  # blocks while another replica leads
+            log.info("stopped before leading; the Lease is left to the other replicas")
+            return 0
+        lease.keep(on_lost=exit_when_lost)
     runtime = Runtime(kube=kube, metrics=metrics, heartbeat=heartbeat, events=EventPoster(kube),
                       claims=ClaimReader(kube), interval_s=args.interval, workers=args.workers)
     runtime.queue = WorkQueue(lambda key: handle(runtime, key), workers=args.workers)
     registry = build_registry(runtime, on_request=metrics.request_observer("kopf"))
     log.info("negrl operator: metrics and /healthz on :%d, safety-net reconcile every %.0fs", args.port, args.interval)
-    kopf.run(registry=registry, standalone=True, clusterwide=not args.namespace, namespaces=args.namespace or (),
-             priority=0)
+    try:
+        run_kopf(shutdown, registry=registry, standalone=True, clusterwide=not args.namespace,
+                 namespaces=args.namespace or (), priority=0)  # until SIGTERM
+    finally:  # a standby leads within --lease-retry, not --lease-duration
+        hand_over(runtime.queue, lease, args.shutdown_timeout)
     return 0

@@ -4,8 +4,9 @@ derived from the old and new status (pure)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
-from negrl_operator.api.status import Condition, ExperimentStatus, StageStatus
+from negrl_operator.api.status import Condition, ExperimentStatus, StageStatus, parse_time
 from negrl_operator.reconcile.storage import StorageCheck
 
 RETRY_PREFIX = "retrying after"
@@ -34,6 +35,7 @@ def _condition(kind: str, true: bool, reason: str, message: str, generation: int
 STALLED_REASONS = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CrashLoopBackOff",
                    "CreateContainerConfigError", "CreateContainerError", "Unschedulable", "FailedCreate")
 REJECTED_REASONS = ("InvalidSpec", "ApplyRejected")  # set by the shell: the spec or a child was refused
+INVALID_SPEC, APPLY_REJECTED, APPLY_RETRYING = "InvalidSpec", "ApplyRejected", "ApplyRetrying"
 
 
 def _blocking(status: ExperimentStatus) -> StageStatus | None:
@@ -98,8 +100,9 @@ def _storage_condition(check: StorageCheck | None, generation: int, old: Conditi
 
 
 def rejected(status: ExperimentStatus, reason: str, message: str, generation: int, now: str) -> ExperimentStatus:
-    """The status after the API server refused the spec or a child (InvalidSpec, ApplyRejected): Stalled
-    with the server's words, not Ready, not Reconciling; the stages stay as they were."""
+    """The status after the spec or a child was refused (InvalidSpec, ApplyRejected): Stalled with the
+    refusal's words, not Ready, not Reconciling; a spec the operator cannot read makes the phase Invalid
+    (until the spec changes); the stages stay as they were."""
     old = status
     stalled = [
         _condition("Ready", False, reason, message, generation, old.condition("Ready"), now),
@@ -107,8 +110,33 @@ def rejected(status: ExperimentStatus, reason: str, message: str, generation: in
         _condition("Stalled", True, reason, message, generation, old.condition("Stalled"), now),
     ]
     kept = [c for c in old.conditions if c.type not in ("Ready", "Reconciling", "Stalled")]
-    return status.model_copy(update={"conditions": stalled + kept, "message": message,
+    phase = "Invalid" if reason == INVALID_SPEC else status.phase
+    return status.model_copy(update={"conditions": stalled + kept, "message": message, "phase": phase,
                                      "observed_generation": generation})
+
+
+def retrying(status: ExperimentStatus, message: str, generation: int, now: str) -> ExperimentStatus:
+    """The status while writes to the API server fail for a reason that may pass (connection, 429, 5xx):
+    Reconciling ApplyRetrying with the last error, not Ready, not Stalled; the stages stay as they were."""
+    old = status
+    updated = [
+        _condition("Ready", False, APPLY_RETRYING, message, generation, old.condition("Ready"), now),
+        _condition("Reconciling", True, APPLY_RETRYING, message, generation, old.condition("Reconciling"), now),
+        _condition("Stalled", False, "AsExpected", "", generation, old.condition("Stalled"), now),
+    ]
+    kept = [c for c in old.conditions if c.type not in ("Ready", "Reconciling", "Stalled")]
+    return status.model_copy(update={"conditions": updated + kept, "message": message})
+
+
+def refresh_after(status: ExperimentStatus, now: datetime) -> float | None:
+    """Seconds until a waiting stage's "(Nm)" in its message goes stale (the next whole minute since it
+    began to wait, plus a second so the reconcile lands past it), so the shell reconciles it then; None
+    when no message counts minutes."""
+    waiting = [parse_time(s.since) for s in status.stages if s.state == "Waiting" and s.reason == "SamplerNotReady"
+               and s.since]
+    if not waiting:
+        return None
+    return min(61.0 - (now - since).total_seconds() % 60.0 for since in waiting)
 
 
 def _summary_text(stage: StageStatus) -> str:
@@ -143,6 +171,13 @@ PHASE_EVENTS = {
 }
 
 
+def _best_text(status: ExperimentStatus) -> str:
+    results = status.results
+    if results.best_accuracy is None:
+        return "no policy was evaluated"
+    return f"best pass@1 {results.best_accuracy:.4g} ({results.best_policy})"
+
+
 def events(old: ExperimentStatus, new: ExperimentStatus) -> list[EventRecord]:
     """One Event per transition: stages starting, finishing, failing or retrying, phase changes, and a
     claim that the experiment's pods cannot share (StorageShared turning False or changing reason)."""
@@ -156,7 +191,7 @@ def events(old: ExperimentStatus, new: ExperimentStatus) -> list[EventRecord]:
     if new.phase != old.phase:
         if new.phase in PHASE_EVENTS:
             kind, reason = PHASE_EVENTS[new.phase]
-            text = new.message or f"best pass@1 {new.results.best_accuracy} ({new.results.best_policy})"
+            text = new.message or _best_text(new)
             result.append(EventRecord(kind, reason, f"experiment {new.phase.lower()}: {text}"))
         elif old.phase == "Suspended":
             result.append(EventRecord("Normal", "Resumed", "experiment resumed"))

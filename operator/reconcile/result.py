@@ -3,7 +3,8 @@
 Summary fields by stage (see termination.py): sample {questions, samples, correct, wrong,
 unparseable}, credit {negatives, pits, rollouts, generated_tokens}, pairs {rft, step_pairs,
 outcome_pairs}, evaluate {policy, questions, k, pass_at_1, pass_at_1_ci95: [low, high], pass_at_k}
-(the keys `negrl evaluate` writes: sampler/stages/evaluate.py).
+(the keys `negrl evaluate` writes: sampler/stages/evaluate.py). The status keeps them in its own
+camelCase (generatedTokens, passAt1), converted once, where a Job's summary is read.
 """
 
 from __future__ import annotations
@@ -11,7 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 from negrl_operator.api.artifact import merge_summaries
-from negrl_operator.api.status import ExperimentResults, PolicyResult, ResultCounts, StageStatus
+from negrl_operator.api.status import (
+    ExperimentResults,
+    PolicyResult,
+    ResultCounts,
+    StageStatus,
+    camel,
+    camel_keys,
+)
 from negrl_operator.api.termination import shorten
 from negrl_operator.reconcile.observation import PodReport, parse_summary
 
@@ -21,7 +29,7 @@ COUNT_SOURCES: dict[str, tuple[str, str]] = {
     "questions": ("sample", "questions"), "samples": ("sample", "samples"), "positives": ("sample", "correct"),
     "negatives": ("sample", "wrong"), "unparseable": ("sample", "unparseable"), "pits": ("credit", "pits"),
     "rollouts": ("credit", "rollouts"), "generated_tokens": ("credit", "generated_tokens"),
-    "rft_examples": ("pairs", "rft"), "step_pairs": ("pairs", "step_pairs"), "outcome_pairs": ("pairs", "outcome_pairs"),
+    "rft_examples": ("pairs", "rft"), "step_pairs": ("pairs", "step"), "outcome_pairs": ("pairs", "outcome"),
 }
 
 
@@ -34,9 +42,9 @@ def job_summary(kind: str, pods: list[PodReport], completions: int) -> tuple[dic
             by_index[pod.index] = summary
     missing = sum(1 for index in range(completions) if index not in by_index)
     if kind in MERGED_KINDS:
-        return merge_summaries([by_index[i] for i in sorted(by_index)]), missing
+        return camel_keys(merge_summaries([by_index[i] for i in sorted(by_index)])), missing
     first = by_index.get(0, next(iter(by_index.values()), {}))
-    return first, (0 if 0 in by_index else 1)
+    return camel_keys(first), (0 if 0 in by_index else 1)
 
 
 def failure_message(pods: list[PodReport], fallback: str) -> str:
@@ -54,12 +62,13 @@ def _number(value: Any) -> float | None:
 
 
 def policy_result(policy: str, summary: dict[str, Any]) -> PolicyResult:
+    summary = camel_keys(summary)
     k, questions = _number(summary.get("k")), _number(summary.get("questions"))
-    interval = summary.get("pass_at_1_ci95")
+    interval = summary.get("passAt1Ci95")
     low, high = interval if isinstance(interval, list) and len(interval) == 2 else (None, None)
     return PolicyResult(
-        policy=policy, accuracy=_number(summary.get("pass_at_1")), accuracy_ci_low=_number(low),
-        accuracy_ci_high=_number(high), pass_k=_number(summary.get("pass_at_k")),
+        policy=policy, accuracy=_number(summary.get("passAt1")), accuracy_ci_low=_number(low),
+        accuracy_ci_high=_number(high), pass_k=_number(summary.get("passAtK")),
         k=int(k) if k is not None else None, questions=int(questions) if questions is not None else None,
     )
 
@@ -70,7 +79,7 @@ def results(stages: list[StageStatus], policy_of: dict[str, str]) -> ExperimentR
     policies = [policy_result(policy_of[s.name], s.summary) for s in done if s.kind == "evaluate" and s.name in policy_of]
     counts: dict[str, int] = {}
     for field, (kind, key) in COUNT_SOURCES.items():
-        values = [_number(s.summary.get(key)) for s in done if s.kind == kind]
+        values = [_number(camel_keys(s.summary).get(camel(key))) for s in done if s.kind == kind]
         values = [v for v in values if v is not None]
         if values:
             counts[field] = int(sum(values))

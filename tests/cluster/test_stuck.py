@@ -65,6 +65,9 @@ def test_a_stuck_stage_stalls_the_experiment_with_the_reason(kube_cluster, api, 
     assert body["status"]["observedGeneration"] == body["metadata"]["generation"]
     wait_for(f"a {reason} Event", lambda: event_reasons(kube_cluster, namespace, "stuck"), lambda found: reason in found,
              timeout=30)
+    printed = kube_cluster.kubectl("get", "nrx", "stuck", "-n", namespace, "--no-headers").stdout
+    print(printed)
+    assert printed.split()[:5] == ["stuck", "Running", "prepare", "False", reason]  # kubectl get says what holds it
 
 
 @pytest.mark.parametrize(("reason", "annotations"), [

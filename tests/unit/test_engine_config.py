@@ -6,7 +6,7 @@ import pickle
 import pytest
 import torch
 
-from negrl_operator.api.stage_config import TrainParams
+from negrl_operator.api.stage_config import TrainParams, TrainStageConfig
 from negrl_trainer.engine import (
     ScheduleFactor,
     deepspeed_config,
@@ -39,8 +39,11 @@ def test_deepspeed_config_per_zero_stage(stage):
 
 
 def test_deepspeed_config_fp32_on_cpu():
-    config = deepspeed_config(TrainParams(), world_size=1, bf16=False)
-    assert config["bf16"] == {"enabled": False}
+    # a stage config fills in the engine defaults neither the stage nor spec.trainer set: ZeRO 2, precision auto
+    params = TrainStageConfig(output_dir="/o", stage="sft", model_path="m", data=["d"]).params
+    assert (params.zero_stage, params.precision) == (2, "auto")
+    config = deepspeed_config(params, world_size=1, bf16=False)
+    assert config["bf16"] == {"enabled": False} and config["zero_optimization"]["stage"] == 2
     assert config["train_batch_size"] == TrainParams().micro_batch_size
 
 

@@ -31,7 +31,7 @@ SUMMARIES = {
     "train": {"stage": "sft", "steps": 120, "final_loss": 0.42},
     "sample": {"stage": "sample", "questions": 250, "samples": 1000, "correct": 400, "wrong": 560, "unparseable": 40},
     "credit": {"stage": "credit", "negatives": 300, "pits": 210, "rollouts": 9000, "generated_tokens": 2000000},
-    "pairs": {"stage": "pairs", "rft": 380, "step_pairs": 200, "outcome_pairs": 350},
+    "pairs": {"stage": "pairs", "rft": 380, "step": 200, "outcome": 350},
 }
 
 

@@ -52,6 +52,13 @@ def test_accuracy_of_a_real_evaluate_summary_reaches_the_results(tmp_path):
     assert (found.best_policy, found.best_accuracy) == ("rft", 1.0)
 
 
+def test_pair_counts_come_from_the_keys_the_pairs_stage_writes():
+    summary = {"stage": "pairs", "rft": 12, "step": 5, "outcome": 5, "matched": "same-negatives"}
+    stages = [StageStatus(name="step-pairs", kind="pairs", state="Succeeded", summary=summary)]
+    counts = results(stages, {}).counts
+    assert (counts.rft_examples, counts.step_pairs, counts.outcome_pairs) == (12, 5, 5)
+
+
 COMPILER = "c++ -MMD -MF /tmp/build/cpu_adam.o.d " + " ".join(f"-I/usr/include/path{i}" for i in range(200))
 ERROR = f"CalledProcessError: Command '['{COMPILER}']' returned non-zero exit status 1."
 
