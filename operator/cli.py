@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "crd": ("negrl_operator.api.crd", "print the NegRLExperiment CustomResourceDefinition"),
     "prepare": ("negrl_sampler.stages.prepare", "stage: write the train and test questions files"),
     "grade": ("negrl_sampler.grading.command", "grade JSONL responses against references"),
+    "synthesize": ("negrl_sampler.stages.synthesize", "stage: D_syn from a teacher, verified and de-duplicated"),
     "sample": ("negrl_sampler.stages.sample", "stage: sample M responses per question and grade them"),
     "credit": ("negrl_sampler.stages.credit", "stage: Monte-Carlo per-step credit and first pits"),
     "pairs": ("negrl_sampler.stages.pairs", "stage: RFT set, per-step and outcome DPO pairs"),
@@ -40,7 +41,7 @@ def usage() -> str:
 
 
 # Stage commands also leave the error as their termination message (the operator shows it).
-STAGES = {"prepare", "sample", "credit", "pairs", "evaluate", "train"}
+STAGES = {"prepare", "synthesize", "sample", "credit", "pairs", "evaluate", "train"}
 
 
 def _input_error(error: OSError) -> str:

@@ -9,6 +9,10 @@ A server that is down (connection refused or reset, 502/503/504: a restart, a ro
 resume from zero replicas) is not charged to the retry count: the client waits for the server's
 `/health` to answer 200, up to a time budget (`health_wait_s`) per outage, then resends. One poller
 serves every request in flight, so a restart costs one probe stream, not one per request.
+
+For a paid endpoint (`health_probe=False`: it has no /health), every failure counts against the
+retries, a `Retry-After` header (seconds or an HTTP date) replaces the back-off, and an optional
+`throttle` (throttle.py) spaces the requests and enforces hard caps on requests and tokens.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
@@ -100,6 +106,23 @@ def backoff_s(attempt: int, base_s: float, cap_s: float) -> float:
     return min(cap_s, base_s * 2**attempt)
 
 
+def retry_after_s(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds a `Retry-After` header asks to wait: delta-seconds or an HTTP date (RFC 9110);
+    None when absent or unreadable; never negative."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
 def _retryable_status(status: int) -> bool:
     return status == 429 or status >= 500
 
@@ -115,7 +138,8 @@ class CompletionClient:
         max_retries: int = 5, backoff_base_s: float = 0.5, backoff_cap_s: float = 10.0,
         health_wait_s: float = 300.0, health_poll_s: float = 1.0, extra_body: dict | None = None,
         on_request: Callable[[float, Completion], None] | None = None,
-        on_error: Callable[[str], None] | None = None,
+        on_error: Callable[[str], None] | None = None, api_key: str | None = None,
+        health_probe: bool = True, throttle=None, retry_after_cap_s: float = 600.0,
     ):
         self.base_url = base_url.rstrip("/")
         self.model = model
@@ -126,10 +150,13 @@ class CompletionClient:
         self.backoff_base_s, self.backoff_cap_s = backoff_base_s, backoff_cap_s
         self.extra_body = dict(extra_body or {})
         self.on_request, self.on_error = on_request, on_error
+        self.health_probe, self.throttle, self.retry_after_cap_s = health_probe, throttle, retry_after_cap_s
+        self.sleep = asyncio.sleep  # the back-off waits (tests record them)
         self._semaphore = asyncio.Semaphore(max_concurrency)
         limits = httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency)
         timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 30.0))
-        self._http = httpx.AsyncClient(timeout=timeout, limits=limits)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None  # never logged or repr'd
+        self._http = httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers)
 
     @classmethod
     def for_server(cls, server: ServerRef, **kwargs) -> CompletionClient:
@@ -177,11 +204,15 @@ class CompletionClient:
         last, failures = "no attempt made", 0
         while True:
             async with self._semaphore:
+                if self.throttle is not None:
+                    await self.throttle.acquire()  # rate and caps: BudgetExhausted is not retried
                 sent = time.monotonic()
                 outcome = await self._attempt(url, body)
             if isinstance(outcome, dict):
+                if self.throttle is not None:
+                    self.throttle.settle(outcome)
                 return outcome
-            kind, last = outcome
+            kind, last, retry_after = outcome
             # Sent before the end of an outage another request already waited out: resend at once.
             if kind == "down" and (sent < self._recovered_at or await self._server_recovered()):
                 failures = 0  # the server restarted: earlier failures were not this request's fault
@@ -189,21 +220,24 @@ class CompletionClient:
             failures += 1
             if failures > self.max_retries:
                 break
-            await asyncio.sleep(backoff_s(failures - 1, self.backoff_base_s, self.backoff_cap_s))
+            backoff = backoff_s(failures - 1, self.backoff_base_s, self.backoff_cap_s)
+            await self.sleep(backoff if retry_after is None else min(retry_after, self.retry_after_cap_s))
         elapsed = time.monotonic() - started
         raise ServerUnavailable(
             f"POST {url}: no successful answer after {failures} attempts in {elapsed:.1f}s "
             f"(max_retries={self.max_retries}); last error: {last}"
         )
 
-    async def _attempt(self, url: str, body: dict) -> dict | tuple[str, str]:
-        """One POST: the answer, or (kind, message) with kind `down` (server unreachable) or `retry`."""
+    async def _attempt(self, url: str, body: dict) -> dict | tuple[str, str, float | None]:
+        """One POST: the answer, or (kind, message, Retry-After seconds) with kind `down` (server
+        unreachable: wait for /health, when it has one) or `retry`."""
+        down = "down" if self.health_probe else "retry"
         try:
             response = await self._http.post(url, json=body)
         except httpx.TimeoutException as error:
-            return "retry", self._count_error("timeout", f"timeout ({type(error).__name__})")
+            return "retry", self._count_error("timeout", f"timeout ({type(error).__name__})"), None
         except httpx.TransportError as error:
-            return "down", self._count_error("connect", f"{type(error).__name__}: {error}")
+            return down, self._count_error("connect", f"{type(error).__name__}: {error}"), None
         if response.status_code == 200:
             return self._decode(response, url)
         detail = f"HTTP {response.status_code}: {response.text[:300]}"
@@ -211,7 +245,8 @@ class CompletionClient:
             self._count_error("http_4xx")
             raise CompletionError(f"POST {url} rejected: {detail}")
         self._count_error("http_429" if response.status_code == 429 else "http_5xx", detail)
-        return ("down" if response.status_code in DOWN_STATUSES else "retry"), detail
+        wait = retry_after_s(response.headers.get("retry-after"))
+        return (down if response.status_code in DOWN_STATUSES else "retry"), detail, wait
 
     async def _server_recovered(self) -> bool:
         """True once /health answers 200 after having failed (the server was down and is back);

@@ -206,20 +206,30 @@ def record_figures(config: Any, stage: str, totals: dict, figures: Callable[[dic
 
 
 def execute(config: Any, stage: str, units: dict[str, int], work: Work, summarize: Summarize,
-            figures: Callable[[dict], dict] | None = None) -> int:
+            figures: Callable[[dict], dict] | None = None, finalize: Callable[[dict], dict] | None = None) -> int:
     """Run one shard of a stage end to end; returns the exit code. `units` maps this shard's
     question ids to the number of records each writes (a unit with no records is always redone).
     `summarize` gives the shard's additive counts (summed over shards into the manifest);
-    `figures` derives this shard's rates from its counts for the summary line."""
+    `figures` derives this shard's rates from its counts for the summary line. `finalize` (the
+    last shard, once all are done, before the stage manifest) writes what is derived from every
+    shard's records and returns counts added to the stage's summary."""
     index, count, out = config.shard_index, config.shard_count, config.output_dir
     inputs = inputs_hash(config)
+    final: dict = {}
+
+    def before_manifest(totals: dict) -> None:
+        if finalize is not None:
+            final.update(finalize(totals))
+            totals.update(final)  # the merged summary the stage manifest records
+        record_figures(config, stage, totals, figures)
+
     head = {"stage": stage, "shard": f"{index}/{count}", "output_dir": out}
     if shard_done(out, index, count, inputs):
         summary = read_json(shard_manifest_path(out, index, count))["summary"]
         if stage_manifest(out) is None:  # stopped between the shard's manifest and the stage's
-            finish_shard(out, index, count, inputs, summary,
-                         before_manifest=lambda totals: record_figures(config, stage, totals, figures))
-        report_summary({**head, **summary, **(figures(summary) if figures else {}), "resumed": "shard already complete"})
+            finish_shard(out, index, count, inputs, summary, before_manifest=before_manifest)
+        report_summary({**head, **summary, **(figures(summary) if figures else {}), **final,
+                        "resumed": "shard already complete"})
         return 0
     metrics = RolloutMetrics(stage)
     path = shard_records_path(out, index, count)
@@ -235,8 +245,8 @@ def execute(config: Any, stage: str, units: dict[str, int], work: Work, summariz
                 asyncio.run(work(run))
         summary = summarize(list(read_jsonl(path)))
         manifest = finish_shard(out, index, count, inputs, summary,  # the last shard records the totals
-                                before_manifest=lambda totals: record_figures(config, stage, totals, figures))
-        report_summary({**head, **summary, **(figures(summary) if figures else {}),
+                                before_manifest=before_manifest)
+        report_summary({**head, **summary, **(figures(summary) if figures else {}), **final,
                         "complete": manifest is not None, "request_errors": metrics.totals["errors"]})
         return 0
     except Exception as error:  # noqa: BLE001 - reported as the Job's termination message

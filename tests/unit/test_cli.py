@@ -95,6 +95,13 @@ ROWS = [
     (["train", "--config", "-"], json.dumps({"kind": "pairs", "outputDir": "o", "samplesDir": "s", "questions": "q",
                                              "outputs": ["rft"]}),
      CONFIG_ERROR, r"^negrl train: <stdin>: stage config kind 'pairs' is not 'train'$"),
+    (["synthesize", "--config", MISSING], "", INPUT_ERROR, rf"^negrl synthesize: {MISSING}: no such file"),
+    (["synthesize", "--config", "-"], "{\"kind\": ", CONFIG_ERROR, r"^negrl synthesize: <stdin>: not valid JSON at line 1"),
+    (["synthesize", "--config", "-"], json.dumps({"kind": "train", "stage": "ppo"}), CONFIG_ERROR,
+     r"^negrl synthesize: <stdin>: stage config kind 'train' is not 'synthesize'$"),
+    (["synthesize", "--config", "-"], json.dumps({"kind": "synthesize", "outputDir": "o", "task": "gsm8k",
+                                                  "questions": "q"}), CONFIG_ERROR,
+     r"^negrl synthesize: <stdin>: invalid stage config: \(document\): Value error, set exactly one of endpoint"),
 ]
 
 
@@ -110,7 +117,7 @@ def test_every_subcommand_ends_a_bad_input_in_one_line(argv, stdin, code, patter
     lines = err.strip().splitlines()
     assert got == code and len(lines) == 1 and re.search(pattern, lines[0]), err
     assert "Traceback" not in err
-    if argv[0] in STAGE_COMMANDS:  # also the termination message the operator shows
+    if argv[0] in (*STAGE_COMMANDS, "synthesize"):  # also the termination message the operator shows
         assert json.loads(out.strip().splitlines()[-1]) == {"stage": argv[0], "error": lines[0].split(": ", 1)[1],
                                                             "exit_code": code}
 

@@ -1,0 +1,197 @@
+"""The teacher that writes D_syn (spec.teacher) and the `synthesize` stage's config.
+
+Two teacher kinds: an external OpenAI-compatible `endpoint` (its API key comes from a Secret on a
+cluster, from an environment variable on `negrl run`; the stage config names only the variable,
+never the key) or a model `served` by the operator like the policies. Two modes: `solutions`
+(the teacher solves the training questions, the grader keeps the right ones) and `problems` (the
+teacher writes new problems from seed examples and labels them by its majority answer).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from negrl_operator.api.secret_ref import SecretKeyRef
+from negrl_operator.api.stage_config import ServerRef, StageBase, Strict, Task
+
+TeacherMode = Literal["solutions", "problems"]
+DEFAULT_API_KEY_ENV = "NEGRL_TEACHER_API_KEY"
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+TEACHER_POLICY = "teacher"  # the name a served teacher is served under (like a policy)
+EXAMPLES, QUESTION = "{examples}", "{question}"
+
+
+class EndpointParams(Strict):
+    """What the stage needs to call an endpoint: everything but the key, which it reads from `apiKeyEnv`."""
+
+    base_url: str = Field(
+        pattern=r"^https?://", max_length=2048,
+        description="Base URL of the OpenAI-compatible API, ending in /v1 (e.g. https://api.example.com/v1).",
+    )
+    model: str = Field(min_length=1, max_length=1024, description="Model name sent in every request.")
+    api_key_env: str = Field(
+        DEFAULT_API_KEY_ENV, pattern=ENV_NAME, max_length=253,
+        description="Environment variable the stage reads the API key from (sent as `Authorization: Bearer`). "
+        "On a cluster the operator sets it from apiKeySecret; `negrl run` passes its own environment, so export "
+        "it there. Unset or empty: no Authorization header.",
+    )
+    requests_per_second: float | None = Field(
+        None, gt=0, le=10000, description="At most this many requests start per second (unset: no rate limit)."
+    )
+    max_concurrency: int = Field(8, ge=1, le=4096, description="Requests in flight at once.")
+    max_retries: int = Field(
+        6, ge=0, le=20,
+        description="Retries of one request on timeouts, connection errors, 429 and 5xx, with exponential "
+        "back-off (a 429's or 503's Retry-After, in seconds or as an HTTP date, is honoured).",
+    )
+    timeout_s: float = Field(300.0, gt=0, le=3600, description="Per-request timeout, seconds.")
+    max_requests: int | None = Field(
+        None, ge=1, description="Hard cap on requests sent (retries included): the stage stops with an error "
+        "naming the cap once it is reached, keeping what it wrote (unset: no cap).",
+    )
+    max_tokens_total: int | None = Field(
+        None, ge=1, description="Hard cap on tokens (prompt + generated, from the answers' usage): no request "
+        "starts once it is reached; the stage stops with an error naming the cap (unset: no cap).",
+    )
+
+
+class TeacherEndpointSpec(EndpointParams):
+    api_key_secret: SecretKeyRef | None = Field(
+        None, description="Secret holding the API key; on a cluster it is set as the environment variable "
+        "apiKeyEnv of the synthesize pods (never written into a config, a log, an Event or the status).",
+    )
+
+    def params(self) -> EndpointParams:
+        """The part the stage config carries: no Secret reference, only the variable's name."""
+        return EndpointParams.model_validate(self.model_dump(include=set(EndpointParams.model_fields)))
+
+
+class TeacherServedSpec(Strict):
+    """A teacher served with vLLM like the policies (same image and flags as spec.sampler)."""
+
+    model: str = Field(
+        min_length=1, max_length=1024,
+        description="Teacher weights: a Hugging Face id or a path on the storage volume (on `negrl run`: a local "
+        "folder).",
+    )
+    tensor_parallel: int = Field(1, ge=1, le=16, description="--tensor-parallel-size; also the GPUs per replica.")
+    gpus: int | None = Field(
+        None, ge=0, le=16, description="GPUs of the teacher's replica; unset: tensorParallel. 0: vLLM's CPU build.",
+    )
+    max_model_len: int = Field(4096, ge=64, le=1048576, description="--max-model-len of the teacher.")
+    max_concurrency: int = Field(64, ge=1, le=4096, description="Requests in flight at once.")
+
+
+class FewShotExample(Strict):
+    question: str = Field(min_length=1, max_length=65536, description="An example problem.")
+    solution: str = Field(
+        min_length=1, max_length=65536,
+        description="Its step-by-step solution, ending in the final answer the task's grader reads "
+        "(gsm8k: `#### N`; math: \\boxed{...}).",
+    )
+
+
+DEFAULT_SOLUTION_TEMPLATE = "{examples}Question: {question}\nAnswer:"
+DEFAULT_PROBLEM_TEMPLATE = "{examples}Question:"
+DEFAULT_EXAMPLE_FORMAT = "Question: {question}\nAnswer: {solution}\n\n"
+
+
+class SynthesisParams(Strict):
+    mode: TeacherMode = Field(
+        "solutions", description="`solutions`: solve the training questions, keep graded-correct solutions; "
+        "`problems`: write new problems from the examples, solve each K times, label by majority answer.",
+    )
+    examples: list[FewShotExample] = Field(
+        default_factory=list, max_length=64,
+        description="Few-shot examples: shown in every prompt; in `problems` mode also the seed problems "
+        "(each new problem's prompt lists them in an order rotated per problem).",
+    )
+    example_format: str = Field(
+        DEFAULT_EXAMPLE_FORMAT, min_length=1, max_length=8192,
+        description="How one example is written into {examples}; `{question}` and `{solution}` are replaced.",
+    )
+    solution_template: str = Field(
+        DEFAULT_SOLUTION_TEMPLATE, min_length=1, max_length=65536,
+        description="Prompt asking for a solution: `{examples}` (the rendered examples) and `{question}`.",
+    )
+    problem_template: str = Field(
+        DEFAULT_PROBLEM_TEMPLATE, min_length=1, max_length=65536,
+        description="`problems` mode: prompt asking for a new problem, with `{examples}`; the first paragraph "
+        "of the answer (cut at a blank line or an `Answer:` line) is the problem.",
+    )
+    solutions_per_question: int = Field(4, ge=1, le=1024, description="K: teacher solutions per question.")
+    keep_per_question: int = Field(
+        1, ge=1, le=1024, description="m: correct (or agreeing), de-duplicated solutions kept per question."
+    )
+    problems: int | None = Field(
+        None, ge=1, le=10000000,
+        description="`problems` mode: new problems to write (before checks); unset: twice what the largest "
+        "|D_syn| sweep point needs (data.syntheticSize x the largest sweep multiplier).",
+    )
+    agreement: float = Field(
+        0.5, ge=0.0, lt=1.0,
+        description="`problems` mode: a problem is kept only when more than this fraction of its K solutions "
+        "give the majority answer.",
+    )
+    ngram: int = Field(8, ge=1, le=64, description="Decontamination: word n-gram size.")
+    overlap: float = Field(
+        0.5, ge=0.0, lt=1.0,
+        description="Decontamination: a new problem is dropped when more than this fraction of its word n-grams "
+        "occur in one test or validation question.",
+    )
+    temperature: float = Field(0.7, ge=0.0, le=2.0, description="Sampling temperature of the teacher.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass of the teacher.")
+    max_tokens: int = Field(512, ge=1, le=32768, description="Max new tokens per solution.")
+    problem_max_tokens: int = Field(256, ge=1, le=32768, description="`problems` mode: max new tokens per problem.")
+    stop: list[str] = Field(default_factory=list, max_length=16, description="Stop strings of the solutions.")
+    seed: int = Field(0, ge=0, description="Base seed; each request derives its own from it.")
+
+    @model_validator(mode="after")
+    def _placeholders(self):
+        if QUESTION not in self.solution_template:
+            raise ValueError("solutionTemplate must contain {question} where the question goes, "
+                             "e.g. '{examples}Question: {question}\\nAnswer:'")
+        if self.mode == "problems" and not self.examples:
+            raise ValueError("mode problems needs examples: the seed problems the teacher imitates")
+        if self.mode == "problems" and EXAMPLES not in self.problem_template:
+            raise ValueError("problemTemplate must contain {examples} (the seed problems), e.g. '{examples}Question:'")
+        return self
+
+
+class TeacherSpec(Strict):
+    """spec.teacher: when set, a `synthesize` stage writes D_syn before SFT; SFT, sampling and pairs read it."""
+
+    endpoint: TeacherEndpointSpec | None = Field(None, description="An external OpenAI-compatible endpoint.")
+    served: TeacherServedSpec | None = Field(None, description="A teacher model served by the operator (vLLM).")
+    synthesis: SynthesisParams = Field(default_factory=SynthesisParams, description="What the teacher writes.")
+
+    @model_validator(mode="after")
+    def _one_teacher(self):
+        if (self.endpoint is None) == (self.served is None):
+            raise ValueError("teacher needs exactly one of endpoint (an OpenAI-compatible API) and served (a model "
+                             "the operator serves)")
+        return self
+
+
+class SynthesizeStageConfig(StageBase):
+    """Writes `<output_dir>/train.jsonl` (D_syn: {id, question, answer, solution}) once every shard is done."""
+
+    kind: Literal["synthesize"] = "synthesize"
+    task: Task
+    questions: str = Field(description="`solutions` mode: the training questions ({id, question, answer}).")
+    max_questions: int | None = Field(None, ge=1, description="`solutions` mode: use only the first N questions.")
+    heldout: list[str] = Field(
+        default_factory=list, description="Test and validation questions files new problems must not overlap."
+    )
+    problems: int = Field(1, ge=1, description="`problems` mode: new problems to write.")
+    endpoint: EndpointParams | None = Field(None, description="The external teacher (or `server`).")
+    server: ServerRef | None = Field(None, description="The served teacher (or `endpoint`).")
+    params: SynthesisParams = Field(default_factory=SynthesisParams)
+
+    @model_validator(mode="after")
+    def _one_teacher(self):
+        if (self.endpoint is None) == (self.server is None):
+            raise ValueError("set exactly one of endpoint and server (the teacher to call)")
+        return self
