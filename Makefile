@@ -42,4 +42,4 @@ cluster-down:
 	$(PY) -m tests.fixtures.node down
 
 demo: setup
-	.venv/bin/negrl run -f examples/stargraph.yaml --workdir runs/stargraph
+	.venv/bin/negrl run -f examples/arithmetic.yaml --workdir runs/arithmetic

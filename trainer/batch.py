@@ -110,12 +110,14 @@ def packed_units(sequences: list[Encoded], max_length: int) -> list[tuple[Encode
 
 @dataclass(frozen=True)
 class Schedule:
-    """How many units, rows per optimizer step (all ranks), and the resulting step counts."""
+    """How many units, rows per optimizer step (all ranks), and the resulting step counts: `epochs`
+    passes, at least `min_steps` steps (a floor for small data), at most `max_steps`."""
 
     units: int
     global_batch: int
     epochs: float
     max_steps: int | None = None
+    min_steps: int | None = None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -123,7 +125,7 @@ class Schedule:
 
     @property
     def total_steps(self) -> int:
-        steps = max(1, math.ceil(self.epochs * self.steps_per_epoch))
+        steps = max(1, self.min_steps or 1, math.ceil(self.epochs * self.steps_per_epoch))
         return min(steps, self.max_steps) if self.max_steps is not None else steps
 
 

@@ -41,6 +41,7 @@ from negrl_trainer.engine import (
 )
 from negrl_trainer.objective import DPOSettings, StepStats, dpo_loss_of, scored_tokens, sft_loss
 from negrl_trainer.reference import reference_logps
+from negrl_trainer.selection import Selector
 
 StepCallback = Callable[[dict], None]
 
@@ -58,6 +59,7 @@ class Run:
     inputs: str
     reference: torch.Tensor | None = None
     reference_cached: bool = False
+    selector: Selector | None = None  # checkpoint selection on validation
 
     @property
     def output_dir(self) -> Path:
@@ -90,7 +92,7 @@ def prepare(config: TrainStageConfig, dist_info: Distributed) -> Run:
     global_batch = params.micro_batch_size * params.gradient_accumulation * dist_info.world_size
     return Run(
         config=config, dist=dist_info, tokenizer=tokenizer, units=units, data=summarise(examples),
-        schedule=Schedule(len(units), global_batch, params.epochs, params.max_steps), bf16=bf16,
+        schedule=Schedule(len(units), global_batch, params.epochs, params.max_steps, params.min_steps), bf16=bf16,
         ds_config=deepspeed_config(params, world_size=dist_info.world_size, bf16=bf16), inputs=inputs_hash(config),
     )
 
@@ -196,8 +198,12 @@ def run_training(config: TrainStageConfig, on_step: list[StepCallback] = ()) -> 
     log_path = run.output_dir / TRAIN_LOG
     if dist_info.rank == 0:
         keep_log_until(log_path, start)
+    if config.selection:
+        run.selector = Selector.start(config.selection, config.prompt, run.output_dir,
+                                      run.schedule.steps_per_epoch, run.schedule.total_steps, start)
     records = train_steps(run, engine, start, on_step, log_path)
-    export_model(engine, run.tokenizer, run.output_dir, zero_stage=config.params.zero_stage, rank=dist_info.rank)
+    if not config.selection or not (run.output_dir / "model").exists():  # selection exports the best as it goes
+        export_model(engine, run.tokenizer, run.output_dir, zero_stage=config.params.zero_stage, rank=dist_info.rank)
     summary = run_summary(run, start, records)
     if dist_info.rank == 0:
         write_json_atomic(run.output_dir / MANIFEST, {"inputs_hash": run.inputs, "model": "model", "summary": summary})
@@ -216,6 +222,19 @@ def keep_initial_model(config: TrainStageConfig, inputs: str, rank: int) -> dict
     return summary
 
 
+def score_step(run: Run, engine, step: int) -> None:
+    """Score the model on validation (rank 0) and export it when it beats every earlier score."""
+    import torch.distributed as dist
+
+    improved = torch.zeros(1, device=run.dist.device)
+    if run.dist.rank == 0:
+        improved[0] = float(run.selector.score(engine.module, run.tokenizer, step))
+    dist.broadcast(improved, 0)
+    if improved.item():
+        export_model(engine, run.tokenizer, run.output_dir, zero_stage=run.config.params.zero_stage,
+                     rank=run.dist.rank)
+
+
 def train_steps(run: Run, engine, start: int, on_step, log_path: Path) -> list[dict]:
     params = run.config.params
     total = run.schedule.total_steps
@@ -231,8 +250,11 @@ def train_steps(run: Run, engine, start: int, on_step, log_path: Path) -> list[d
                 handle.write(json.dumps(record) + "\n")
         for callback in on_step:  # every rank has the reduced record; the caller chose its callbacks per rank
             callback({**record, "total_steps": total})
+        scored = run.selector is not None and run.selector.due(step + 1)
+        if scored:  # before the checkpoint: a resume from it never scores this step again
+            score_step(run, engine, step + 1)
         periodic = params.checkpoint_every_steps and (step + 1) % params.checkpoint_every_steps == 0
-        if periodic or step + 1 == total:
+        if periodic or scored or step + 1 == total:
             save_checkpoint(engine, run.output_dir / CHECKPOINTS, step + 1, run.inputs, run.dist.rank)
     return records
 
@@ -251,6 +273,8 @@ def run_summary(run: Run, start: int, records: list[dict]) -> dict:
         "model": str(run.output_dir / "model"), "world_size": run.dist.world_size,
         "zero_stage": run.config.params.zero_stage, "precision": "bf16" if run.bf16 else "fp32",
     }
+    if run.selector is not None:
+        summary.update(run.selector.summary())
     if run.config.stage == "dpo" and records:
         last = records[-1]
         summary.update(reward_margin=last["reward_margin"], preference_accuracy=last["preference_accuracy"],

@@ -27,17 +27,28 @@ def bpe_tokenizer(texts: Iterable[str], vocab_size: int):
     return tokenizer
 
 
+NEWLINE_WORD = "\u23ce"  # a line break is a word of its own, so line-per-step solutions stay word-level
+
+
 def word_tokenizer(words: Iterable[str]):
-    """One token per whitespace-separated word. Every word is read as if a space preceded it and
-    decodes with that space, so " 3 17" round-trips exactly and vLLM's detokenisation stays faithful."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    """One token per whitespace-separated word, and one for each line break. Every word is read as if a
+    space preceded it and decodes with that space, so " 3 17" round-trips exactly and vLLM's
+    detokenisation stays faithful; a line break decodes as "\n" (" a = 1\n b" round-trips too). Runs
+    of spaces count as one, and blank lines as one line break."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
     vocab = {token: index for index, token in enumerate(SPECIAL_TOKENS)}
-    for word in sorted(set(words)):
+    for word in sorted({*words, NEWLINE_WORD}):
         vocab.setdefault("\u2581" + word, len(vocab))
     tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tokenizer.normalizer = normalizers.Sequence([
+        normalizers.Replace(Regex(r"\s*\n\s*"), f" {NEWLINE_WORD} "), normalizers.Replace(Regex(r"\s+"), " "),
+        normalizers.Strip(),
+    ])
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
-    tokenizer.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="never")
+    tokenizer.decoder = decoders.Sequence([
+        decoders.Replace("\u2581" + NEWLINE_WORD, "\n"), decoders.Replace("\u2581", " "), decoders.Fuse(),
+    ])
     return tokenizer
 
 

@@ -14,11 +14,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from negrl_operator.api.secret_ref import SecretKeyRef
 from negrl_operator.api.stage_config import (
+    SEED_MAX,
     CreditParams,
     DataSourceSpec,
     EvalParams,
@@ -26,15 +28,21 @@ from negrl_operator.api.stage_config import (
     PromptSpec,
     SamplingParams,
     ScratchModelSpec,
+    SelectionParams,
     Strict,
     Task,
     TrackingParams,
     TrainParams,
 )
+from negrl_operator.api.teacher import SynthesisParams, TeacherSpec
+from negrl_operator.api.value_rule import DNS_SUBDOMAIN, IMAGE, QUANTITY, QUANTITY_STRING
 
 GROUP, VERSION, KIND, PLURAL = "negrl.io", "v1alpha1", "NegRLExperiment", "negrlexperiments"
 API_VERSION = f"{GROUP}/{VERSION}"
-Quantity = int | str  # a Kubernetes quantity: 4, "500m", "32Gi"
+Quantity = Annotated[int | str, QUANTITY]  # a Kubernetes quantity: 4, "500m", "32Gi"
+ObjectName = Annotated[str, Field(min_length=1, max_length=253), DNS_SUBDOMAIN]  # a PVC, Secret, PriorityClass
+Image = Annotated[str, Field(min_length=1, max_length=1024), IMAGE]
+ShmSize = Annotated[str, Field(min_length=1), QUANTITY_STRING]
 
 
 @dataclass(frozen=True)
@@ -65,7 +73,7 @@ class Checked(Strict):
 EXTERNAL_RULES: dict[type[BaseModel], tuple[CrossFieldRule, ...]] = {
     DataSourceSpec: (
         CrossFieldRule(
-            "self.kind == 'stargraph' || (has(self.trainPath) && has(self.testPath))",
+            "self.kind in ['stargraph', 'arithmetic'] || (has(self.trainPath) && has(self.testPath))",
             "source kinds gsm8k-jsonl and questions-jsonl need trainPath and testPath", ".trainPath",
         ),
     ),
@@ -81,7 +89,6 @@ PARAM_DOCS: dict[tuple[type[BaseModel], str], str] = {
     (TrainParams, "schedule"): "Learning-rate schedule after warm-up: cosine, linear or constant.",
     (TrainParams, "weight_decay"): "AdamW weight decay.",
     (TrainParams, "max_grad_norm"): "Gradient clipping norm.",
-    (TrainParams, "zero_stage"): "DeepSpeed ZeRO stage (0-3).",
     (TrainParams, "gradient_checkpointing"): "Recompute activations to save memory.",
     (TrainParams, "seed"): "Training seed (data order, dropout).",
     (SamplingParams, "temperature"): "Sampling temperature.",
@@ -96,11 +103,6 @@ PARAM_DOCS: dict[tuple[type[BaseModel], str], str] = {
     (EvalParams, "seed"): "Base seed of the pass@k samples.",
     (PairParams, "seed"): "Seed of the choice among candidates.",
 }
-
-
-class SecretKeyRef(Strict):
-    name: str = Field(min_length=1, max_length=253, description="Secret in the experiment's namespace.")
-    key: str = Field("token", min_length=1, max_length=253, description="Key of the Secret holding the value.")
 
 
 class ModelSpec(Strict):
@@ -129,12 +131,25 @@ class DataSpec(Strict):
     prompt: PromptSpec = Field(default_factory=PromptSpec, description="Prompt shared by every stage.")
 
 
-class TrainStageSpec(Strict):
+class TrainStageSpec(Checked):
     enabled: bool = Field(True, description="Run this stage (disabled stages and what only they feed are left out).")
     active_deadline_seconds: int | None = Field(
         None, ge=1, description="Job activeDeadlineSeconds: the stage fails when its Job runs longer (unset: no limit).",
     )
     params: TrainParams = Field(default_factory=TrainParams, description="Training hyperparameters.")
+    select: SelectionParams | None = Field(
+        None, description="Score the policy on the validation split every `everyEpochs` (greedy pass@1) and keep "
+        "the best checkpoint instead of the last (the paper's practice; needs a validation split). For SFT it "
+        "applies to every |D_syn| sweep point.",
+    )
+
+    rules: ClassVar[tuple[CrossFieldRule, ...]] = (
+        CrossFieldRule(
+            "!has(self.select) || !has(self.params.zeroStage) || self.params.zeroStage != 3",
+            "select scores the policy on one rank, which needs the whole weights: use zeroStage 0, 1 or 2",
+            ".select", lambda s: s.select is None or s.params.zero_stage != 3,
+        ),
+    )
 
 
 class RftStageSpec(TrainStageSpec):
@@ -212,14 +227,16 @@ class StagesSpec(Checked):
 
 
 class ResourceSpec(Strict):
-    requests: dict[str, Quantity] = Field(default_factory=dict, description="e.g. {cpu: 8, memory: 64Gi}.")
+    requests: dict[str, Quantity] = Field(
+        default_factory=dict, max_length=32, description="e.g. {cpu: 8, memory: 64Gi}."
+    )
     limits: dict[str, Quantity] = Field(
-        default_factory=dict, description="Limits; GPUs (nvidia.com/gpu) are set by the operator."
+        default_factory=dict, max_length=32, description="Limits; GPUs (nvidia.com/gpu) are set by the operator."
     )
 
 
 class SamplerSpec(Strict):
-    image: str = Field("vllm/vllm-openai:v0.32.0", min_length=1, description="vLLM OpenAI server image (run as is).")
+    image: Image = Field("vllm/vllm-openai:v0.32.0", description="vLLM OpenAI server image (run as is).")
     replicas: int = Field(1, ge=1, le=64, description="vLLM replicas per served policy.")
     tensor_parallel: int = Field(1, ge=1, le=16, description="--tensor-parallel-size; also the GPUs per replica.")
     gpus: int | None = Field(
@@ -230,7 +247,7 @@ class SamplerSpec(Strict):
     max_model_len: int = Field(2048, ge=64, le=1048576, description="--max-model-len.")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="--gpu-memory-utilization.")
     extra_args: list[str] = Field(default_factory=list, description="More `vllm serve` arguments, appended as given.")
-    shm_size: str = Field("8Gi", description="Size of the in-memory /dev/shm volume.")
+    shm_size: ShmSize = Field("8Gi", description="Size of the in-memory /dev/shm volume.")
     startup_timeout_s: int = Field(1800, ge=60, le=86400, description="Time allowed to load the model.")
     client_wait_s: int = Field(
         600, ge=10, le=86400,
@@ -245,18 +262,18 @@ class SamplerSpec(Strict):
 
 
 class WorkerSpec(Strict):
-    image: str = Field(
-        "ghcr.io/negrl/negrl-worker:0.1.0", min_length=1,
+    image: Image = Field(
+        "ghcr.io/negrl/negrl-worker:0.1.0",
         description="Image with the `negrl` command (Dockerfile target `worker`) for data, rollout and eval Jobs.",
     )
     shards: int = Field(1, ge=1, le=1024, description="Pods of the sample and credit Jobs (Indexed Job shards).")
     backoff_limit: int = Field(2, ge=0, le=100, description="Pod retries before a stage Job fails.")
-    run_as_user: int = Field(1000, ge=1, description="Non-root user of the restricted pods.")
+    run_as_user: int = Field(1000, ge=1, le=2147483647, description="Non-root user of the restricted pods.")
     resources: ResourceSpec = Field(default_factory=ResourceSpec, description="Resources of each worker pod.")
 
 
 class TrainerSpec(Strict):
-    image: str | None = Field(None, description="Training image; unset: worker.image.")
+    image: Image | None = Field(None, description="Training image; unset: worker.image.")
     gpus_per_node: int = Field(8, ge=0, le=64, description="GPUs per training pod (torchrun processes); 0: CPU.")
     nodes: int = Field(1, ge=1, le=256, description="Training pods; more than one: Indexed Job + headless Service.")
     zero_stage: Literal[0, 1, 2, 3] | None = Field(None, description="DeepSpeed ZeRO stage for every training stage.")
@@ -273,17 +290,17 @@ class TrainerSpec(Strict):
         description="Multi-node: restarts of the whole training group after a lost rank (by the operator or "
         "JobSet; also torchrun's worker restarts); every pod is new and training resumes from the last checkpoint.",
     )
-    shm_size: str = Field("32Gi", description="Size of the in-memory /dev/shm volume.")
+    shm_size: ShmSize = Field("32Gi", description="Size of the in-memory /dev/shm volume.")
     resources: ResourceSpec = Field(default_factory=ResourceSpec, description="CPU and memory of each training pod.")
 
 
 class StorageSpec(Strict):
-    claim_name: str = Field(min_length=1, max_length=253, description="PersistentVolumeClaim shared by every pod: ReadWriteMany (NFS, CephFS, a CSI file store). "
+    claim_name: ObjectName = Field(description="PersistentVolumeClaim shared by every pod: ReadWriteMany (NFS, CephFS, a CSI file store). "
                                         "A ReadWriteOnce claim works only while every pod runs on one node; the "
                                         "StorageShared condition says so.")
-    mount_path: str = Field("/data", pattern=r"^/", description="Where the volume is mounted in every pod.")
+    mount_path: str = Field("/data", pattern=r"^/", max_length=4096, description="Where the volume is mounted in every pod.")
     path: str = Field(
-        "negrl", pattern=r"^[^/].*$|^$",
+        "negrl", pattern=r"^[^/].*$|^$", max_length=4096,
         description="Folder in the volume; artifacts go to <mountPath>/<path>/<namespace>/<experiment>/<uid>/<stage>/.",
     )
     on_delete: Literal["Retain", "Delete"] = Field(
@@ -306,8 +323,10 @@ class Toleration(Strict):
 class SchedulingSpec(Strict):
     node_selector: dict[str, str] = Field(default_factory=dict, description="Pod nodeSelector.")
     tolerations: list[Toleration] = Field(default_factory=list, description="Pod tolerations.")
-    priority_class_name: str | None = Field(None, description="Pod priorityClassName.")
-    queue_name: str | None = Field(None, description="Kueue LocalQueue (label kueue.x-k8s.io/queue-name).")
+    priority_class_name: ObjectName | None = Field(None, description="Pod priorityClassName.")
+    queue_name: Annotated[ObjectName, Field(max_length=63)] | None = Field(
+        None, description="Kueue LocalQueue (label kueue.x-k8s.io/queue-name, so at most 63 characters)."
+    )
     pod_annotations: dict[str, str] = Field(
         default_factory=dict, description="Annotations added to every pod (e.g. for autoscalers or service meshes)."
     )
@@ -322,12 +341,10 @@ class SchedulingSpecs(Strict):
 class SweepSpec(Strict):
     sft_multipliers: list[int] = Field(
         default_factory=list, max_length=16,
-        description="Extra SFT runs on k*|D_syn| questions (each evaluated), for data-scaling curves.",
-    )
-    sft_steps: int | None = Field(
-        None, ge=1, le=10_000_000,
-        description="Compute-matched sweep: every SFT (at n and at each k*n) runs exactly this many optimizer "
-        "steps, so the curve measures data, not compute. Unset: each runs its `epochs` (steps grow with k).",
+        description="Extra SFT runs on k*|D_syn| questions (nested prefixes of the same data, each evaluated), "
+        "for the data-scaling curve. Every point runs stages.sft's epochs over its own data (at least "
+        "params.minSteps steps), so each consumes its data; use stages.sft.select to evaluate the best "
+        "checkpoint of each point on test.",
     )
 
     @model_validator(mode="after")
@@ -335,6 +352,26 @@ class SweepSpec(Strict):
         if len(set(self.sft_multipliers)) != len(self.sft_multipliers) or any(k < 2 for k in self.sft_multipliers):
             raise ValueError("sftMultipliers must be distinct integers >= 2")
         return self
+
+
+# SweepSpec checks its points itself; the API server needs them as CEL (distinct: list-type set, crd.py).
+EXTERNAL_RULES[SweepSpec] = (
+    CrossFieldRule("self.sftMultipliers.all(k, k >= 2)",
+                   "sweep.sftMultipliers must be distinct integers >= 2 (each k adds an SFT run on k*|D_syn|)",
+                   ".sftMultipliers"),
+)
+
+
+# TeacherSpec and SynthesisParams check themselves; the API server needs the same rules as CEL.
+EXTERNAL_RULES[TeacherSpec] = (
+    CrossFieldRule("has(self.endpoint) != has(self.served)",
+                   "teacher needs exactly one of endpoint (an OpenAI-compatible API) and served (a model the "
+                   "operator serves)", ".endpoint"),
+)
+EXTERNAL_RULES[SynthesisParams] = (
+    CrossFieldRule("!has(self.mode) || self.mode != 'problems' || (has(self.examples) && size(self.examples) > 0)",
+                   "mode problems needs examples: the seed problems the teacher imitates", ".examples"),
+)
 
 
 class MlflowCredentials(Strict):
@@ -356,6 +393,29 @@ class TrackingSpec(TrackingParams):
         return TrackingParams.model_validate(self.model_dump(include=set(TrackingParams.model_fields)))
 
 
+_SFT_GLOBAL_BATCH = ("self.stages.sft.params.microBatchSize * self.stages.sft.params.gradientAccumulation * "
+                     "(self.trainer.gpusPerNode > 0 ? self.trainer.gpusPerNode : 1) * self.trainer.nodes")
+
+
+def _sweep_consumes_its_data(spec: ExperimentSpec) -> bool:
+    """Every sweep point's questions fit in the SFT step cap, if there is one (steps x global batch)."""
+    params, trainer = spec.stages.sft.params, spec.trainer
+    if not spec.sweep.sft_multipliers or params.max_steps is None or spec.data.synthetic_size is None:
+        return True
+    batch = params.micro_batch_size * params.gradient_accumulation * max(1, trainer.gpus_per_node) * trainer.nodes
+    return params.max_steps * batch >= max(spec.sweep.sft_multipliers) * spec.data.synthetic_size
+
+
+def _selected_stages(spec: ExperimentSpec) -> list[str]:
+    stages = spec.stages
+    return [name for name, block in (("sft", stages.sft), ("rft", stages.rft), ("stepDpo", stages.step_dpo),
+                                     ("outcomeDpo", stages.outcome_dpo)) if block.select is not None]
+
+
+TEACHER_LOCAL_ONLY = (
+    "spec.teacher runs only with `negrl run` for now: the operator does not yet deploy teachers or run the "
+    "synthesize stage; run this experiment with `negrl run`, or remove spec.teacher"
+)
 STORAGE_REQUIRED = (
     "spec.storage is required on a cluster: name the ReadWriteMany PersistentVolumeClaim every pod mounts "
     "(storage: {claimName: ...}); only `negrl run` works without it (it writes under --workdir)"
@@ -377,12 +437,17 @@ class ExperimentSpec(Checked):
         default_factory=TrackingSpec, description="Training curves and stage figures: TensorBoard files, MLflow runs."
     )
     scheduling: SchedulingSpecs = Field(default_factory=SchedulingSpecs, description="Placement per component.")
-    seeds: list[int] = Field(
+    seeds: list[Annotated[int, Field(ge=0, le=SEED_MAX)]] = Field(
         default_factory=lambda: [0], min_length=1, max_length=16,
         description="Each seed runs the whole chain (added to every stage's seed); stage names get -s<seed> "
         "when there are several.",
     )
     sweep: SweepSpec = Field(default_factory=SweepSpec, description="|D_syn| sweep of the SFT baseline.")
+    teacher: TeacherSpec | None = Field(
+        None, description="A capable teacher writes D_syn first (a `synthesize` stage before SFT); SFT, sampling "
+        "and the pairs then read its output instead of the prepared training split. Unset: the dataset's "
+        "reference solutions are D_syn.",
+    )
     suspend: bool = Field(False, description="Scale samplers to zero, suspend running Jobs and start none.")
     failure_policy: Literal["FailFast", "Continue"] = Field(
         "FailFast",
@@ -399,6 +464,36 @@ class ExperimentSpec(Checked):
 
     rules: ClassVar[tuple[CrossFieldRule, ...]] = (
         CrossFieldRule(
+            f"size(self.sweep.sftMultipliers) == 0 || !has(self.stages.sft.params.maxSteps) || "
+            f"!has(self.data.syntheticSize) || self.sweep.sftMultipliers.all(k, self.stages.sft.params.maxSteps * "
+            f"{_SFT_GLOBAL_BATCH} >= k * self.data.syntheticSize)",
+            "a sweep point cannot consume its data: stages.sft.params.maxSteps x the global batch (microBatchSize x "
+            "gradientAccumulation x trainer GPUs x nodes) is below the largest point's questions (sweep.sftMultipliers "
+            "x data.syntheticSize); remove maxSteps (each point then runs its epochs) or raise it",
+            ".sweep.sftMultipliers", _sweep_consumes_its_data,
+        ),
+        CrossFieldRule(
+            "!(has(self.stages.sft.select) || has(self.stages.rft.select) || has(self.stages.stepDpo.select) || "
+            "has(self.stages.outcomeDpo.select)) || (has(self.trainer.zeroStage) ? self.trainer.zeroStage != 3 : true)",
+            "a stage's select scores the policy on one rank, which needs the whole weights: trainer.zeroStage 3 "
+            "cannot be combined with select; use 0, 1 or 2", ".trainer.zeroStage",
+            lambda s: not _selected_stages(s) or s.trainer.zero_stage != 3,
+        ),
+        CrossFieldRule(
+            "!(has(self.stages.sft.select) || has(self.stages.rft.select) || has(self.stages.stepDpo.select) || "
+            "has(self.stages.outcomeDpo.select)) || self.data.source.validationSize > 0 || "
+            "has(self.data.source.validationPath)",
+            "a stage's select needs a validation split: data.source.validationSize (generated sources) or "
+            "data.source.validationPath", ".data.source.validationSize",
+            lambda s: not _selected_stages(s) or s.data.source.validation_size > 0
+            or s.data.source.validation_path is not None,
+        ),
+        CrossFieldRule(
+            "self.data.source.kind != 'arithmetic' || self.data.task == 'gsm8k'",
+            "source kind arithmetic writes GSM8K-style solutions (`#### N`): set data.task gsm8k", ".data.task",
+            lambda s: s.data.source.kind != "arithmetic" or s.data.task == "gsm8k",
+        ),
+        CrossFieldRule(
             "size(self.sweep.sftMultipliers) == 0 || (has(self.data.syntheticSize) && self.stages.sft.enabled)",
             "sweep.sftMultipliers needs data.syntheticSize and stages.sft.enabled", ".sweep.sftMultipliers",
             lambda s: not s.sweep.sft_multipliers or (s.data.synthetic_size is not None and s.stages.sft.enabled),
@@ -411,7 +506,7 @@ class ExperimentSpec(Checked):
         CrossFieldRule(
             "self.stages.eval.split != 'validation' || self.data.source.validationSize > 0 || "
             "has(self.data.source.validationPath)",
-            "stages.eval.split validation needs data.source.validationSize (stargraph) or validationPath",
+            "stages.eval.split validation needs data.source.validationSize (generated sources) or validationPath",
             ".stages.eval.split",
             lambda s: s.stages.eval.split != "validation" or s.data.source.validation_size > 0
             or s.data.source.validation_path is not None,
@@ -441,9 +536,23 @@ ROOT_RULES: tuple[CrossFieldRule, ...] = (
         "metadata.name must be a DNS-1035 label (a-z, 0-9, '-', starts with a letter) of at most 63 characters",
         "",  # metadata has no schema of its own, so no fieldPath; the message names the field
     ),
-    # Only the API server checks this one: `negrl run` validates the same model without a volume.
+    # Only the API server checks these (and ClusterExperimentSpec, what the operator reads): `negrl run`
+    # validates the same model without a volume, and runs teachers.
     CrossFieldRule("has(self.spec.storage)", STORAGE_REQUIRED, ".spec.storage"),
+    CrossFieldRule("!has(self.spec.teacher)", TEACHER_LOCAL_ONLY, ".spec.teacher"),
 )
+
+
+class ClusterExperimentSpec(ExperimentSpec):
+    """The spec as the operator on a cluster accepts it: what the root rules require beyond the model."""
+
+    @model_validator(mode="after")
+    def _runs_on_a_cluster(self):
+        if self.storage is None:  # the messages name their field: "spec." is added where they are shown
+            raise ValueError(STORAGE_REQUIRED.removeprefix("spec."))
+        if self.teacher is not None:
+            raise ValueError(TEACHER_LOCAL_ONLY.removeprefix("spec."))
+        return self
 
 
 class ObjectMeta(BaseModel):

@@ -12,13 +12,16 @@ import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from negrl_operator.api.exit_code import ConfigError
+from negrl_operator.api.value_rule import QUESTION_PLACEHOLDER
 
 Task = Literal["gsm8k", "math", "sequence"]
 STAGE_CONFIG_PATH = "/etc/negrl/stage.json"
+SEED_MAX = 2**31 - 1  # experiment seeds (spec.seeds): non-negative, added to every stage seed (which is >= 0)
+DEFAULT_ZERO_STAGE, DEFAULT_PRECISION = 2, "auto"  # TrainParams: unless the stage or spec.trainer sets them
 
 
 class Strict(BaseModel):
@@ -33,8 +36,8 @@ class Strict(BaseModel):
 
 
 class PromptSpec(Strict):
-    template: str = Field(
-        "Question: {question}\nAnswer:",
+    template: Annotated[str, QUESTION_PLACEHOLDER] = Field(
+        "Question: {question}\nAnswer:", min_length=1, max_length=8192,
         description="Prompt template; `{question}` is replaced by the question text.",
     )
     chat_template: bool = Field(
@@ -72,7 +75,7 @@ class SamplingParams(Strict):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_tokens: int = Field(512, ge=1, le=32768, description="Max new tokens per sample.")
     stop: list[str] = Field(default_factory=list, description="Stop strings.")
-    seed: int = Field(0, description="Base seed; each question derives its own from it.")
+    seed: int = Field(0, ge=0, description="Base seed; each question derives its own from it.")
 
 
 class CreditParams(Strict):
@@ -92,25 +95,37 @@ class CreditParams(Strict):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_tokens: int = Field(512, ge=1, le=32768, description="Max new tokens per rollout.")
     stop: list[str] = Field(default_factory=list)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     steps: StepSplitSpec = Field(default_factory=StepSplitSpec)
 
 
 class PairParams(Strict):
     rft_per_question: int = Field(4, ge=1, le=1024, description="m: de-duplicated positives kept per question.")
-    step_pairs_per_question: int = Field(8, ge=1, le=1024, description="Per-step DPO pairs per question.")
-    outcome_pairs_per_question: int = Field(8, ge=1, le=1024, description="Outcome DPO pairs per question.")
+    step_pairs_per_question: int = Field(
+        8, ge=1, le=1024,
+        description="Per-step DPO pairs per question (with matchCounts, both kinds use the smaller of the two caps).",
+    )
+    outcome_pairs_per_question: int = Field(
+        8, ge=1, le=1024,
+        description="Outcome DPO pairs per question (with matchCounts, both kinds use the smaller of the two caps).",
+    )
     chosen_source: Literal["self", "synthetic", "rollout"] = Field(
         "self",
-        description="Chosen side of a per-step pair: a self-generated positive, the synthetic solution, "
-        "or a correct rollout from the pit's prefix.",
+        description="Chosen side of a per-step pair (and, with matchCounts, of its outcome twin): `self` a "
+        "self-generated correct, finished sample (round-robin from a seeded offset), `synthetic` the question's "
+        "synthetic solution, `rollout` the negative's own steps before the pit followed by a correct, finished "
+        "rollout from that prefix (so a `rollout` outcome twin shares that prefix with its rejected side). "
+        "Without matchCounts, outcome pairs always take a self-generated positive.",
     )
     match_counts: bool = Field(
         True,
-        description="Outcome DPO and per-step DPO train on the same number of pairs: the larger set is "
-        "subsampled (seeded) to the size of the smaller, and both are built after credit assignment.",
+        description="When both DPO stages run, outcome and per-step DPO pairs come from the same negatives, "
+        "built after credit assignment: each negative with a usable pit that makes a per-step pair also makes one outcome pair "
+        "with the same chosen text, whose rejected side is the negative's full response (EOS unless it was "
+        "cut by max_tokens) instead of its cut after the pit; both files hold as many pairs, in the same "
+        "order. Off: outcome pairs from every finished, distinct negative (no credit needed).",
     )
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
 
 class EvalParams(Strict):
@@ -118,13 +133,18 @@ class EvalParams(Strict):
     temperature: float = Field(0.7, ge=0.0, le=2.0, description="Temperature of the pass@k samples.")
     max_tokens: int = Field(512, ge=1, le=32768)
     stop: list[str] = Field(default_factory=list)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
 
 class TrainParams(Strict):
     learning_rate: float = Field(1e-5, gt=0, le=1.0)
     epochs: float = Field(3.0, gt=0, le=1000)
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
+    min_steps: int | None = Field(
+        None, ge=1, le=10_000_000,
+        description="Run at least this many optimizer steps: more epochs when the data is small (a floor, so "
+        "the smallest point of a |D_syn| sweep is not under-trained; keep a validation selection on).",
+    )
     micro_batch_size: int = Field(4, ge=1, le=4096, description="Sequences per GPU per micro-step.")
     gradient_accumulation: int = Field(1, ge=1, le=4096)
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
@@ -134,12 +154,32 @@ class TrainParams(Strict):
     max_length: int = Field(1024, ge=8, le=131072, description="Prompt+response tokens; longer is truncated.")
     beta: float = Field(0.1, gt=0, le=100, description="DPO beta.")
     nll_weight: float = Field(0.0, ge=0, description="Weight of an NLL term on the chosen response (DPO).")
-    zero_stage: Literal[0, 1, 2, 3] = 2
-    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="`auto`: bf16 on GPU, fp32 on CPU.")
+    zero_stage: Literal[0, 1, 2, 3] | None = Field(
+        None, description="DeepSpeed ZeRO stage (0-3); unset: trainer.zeroStage, else 2.",
+    )
+    precision: Literal["auto", "bf16", "fp32"] | None = Field(
+        None, description="`auto`: bf16 on GPU, fp32 on CPU; unset: trainer.precision, else auto.",
+    )
     gradient_checkpointing: bool = False
     packing: bool = Field(False, description="Pack SFT sequences to max_length.")
     checkpoint_every_steps: int = Field(0, ge=0, description="Resumable checkpoint period; 0 = only at the end.")
-    seed: int = 0
+    seed: int = Field(0, ge=0)
+
+
+class SelectionParams(Strict):
+    """Checkpoint selection on the validation split (the paper's practice): greedy accuracy every
+    `everyEpochs`, and the stage's policy is the checkpoint that scored best (the earliest on a tie)."""
+
+    every_epochs: float = Field(0.5, gt=0, le=100, description="Evaluate (and checkpoint) every this many epochs, "
+                                "and after the last step.")
+    max_questions: int = Field(200, ge=1, le=100000, description="Validation questions evaluated (greedy pass@1).")
+    max_tokens: int = Field(256, ge=1, le=32768, description="Max new tokens per validation answer.")
+    batch_size: int = Field(64, ge=1, le=4096, description="Questions generated at once.")
+
+
+class SelectionConfig(SelectionParams):
+    questions: str = Field(description="The validation questions file ({id, question, answer}).")
+    task: Task
 
 
 class TrackingParams(Strict):
@@ -239,11 +279,31 @@ class TrainStageConfig(StageBase):
         "{prompt, chosen, rejected} for dpo.",
     )
     max_examples: int | None = Field(None, ge=1, description="Use only the first N examples (|D_syn|).")
+    selection: SelectionConfig | None = Field(
+        None, description="Keep the checkpoint with the best validation accuracy instead of the last one."
+    )
     prompt: PromptSpec = Field(default_factory=PromptSpec)
-    params: TrainParams = Field(default_factory=TrainParams)
+    params: TrainParams = Field(default_factory=TrainParams, validate_default=True)
+
+    @field_validator("params")
+    @classmethod
+    def _resolve_engine_defaults(cls, params: TrainParams) -> TrainParams:
+        """What runs, written out: a ZeRO stage or precision neither the stage nor spec.trainer set
+        (the operator fills spec.trainer's in) takes the default here, the one place it lives."""
+        return params.model_copy(update={"zero_stage": DEFAULT_ZERO_STAGE if params.zero_stage is None
+                                         else params.zero_stage,
+                                         "precision": params.precision or DEFAULT_PRECISION})
+
+    @model_validator(mode="after")
+    def _selection_needs_whole_weights(self):
+        if self.selection and self.params.zero_stage == 3:
+            raise ValueError("selection scores the model on rank 0, which needs the whole weights: use zeroStage "
+                             "0, 1 or 2, or turn the stage's `select` off")
+        return self
 
 
-DataSourceKind = Literal["gsm8k-jsonl", "questions-jsonl", "stargraph"]
+DataSourceKind = Literal["gsm8k-jsonl", "questions-jsonl", "stargraph", "arithmetic"]
+GENERATED_SOURCES = ("stargraph", "arithmetic")
 PREPARED_TRAIN = "train.jsonl"
 PREPARED_TEST = "test.jsonl"
 PREPARED_VALIDATION = "validation.jsonl"
@@ -253,9 +313,11 @@ class DataSourceSpec(Strict):
     """Where the questions come from. `gsm8k-jsonl`: GSM8K lines {question, answer} (the answer's last
     line is `#### N`; the worked answer becomes the synthetic solution). `questions-jsonl`: lines that
     already are questions {id, question, answer[, solution]}. `stargraph`: generated star-graph
-    path-finding questions (the generator parameters below; no files needed)."""
+    path-finding questions. `arithmetic`: generated multi-step arithmetic word problems with GSM8K-style
+    solutions (one step per line, `#### N` last) whose every line can be checked. Generated sources
+    need no files: the generator parameters below decide them, and their splits are disjoint."""
 
-    kind: DataSourceKind = Field(description="Source format: gsm8k-jsonl, questions-jsonl or stargraph.")
+    kind: DataSourceKind = Field(description="Source format: gsm8k-jsonl, questions-jsonl, stargraph or arithmetic.")
     train_path: str | None = Field(
         None, description="Training split (JSONL), a path the stage can read (in a cluster: on the storage volume)."
     )
@@ -263,17 +325,30 @@ class DataSourceSpec(Strict):
     degree: int = Field(3, ge=2, le=64, description="stargraph: arms around the centre node.")
     path_length: int = Field(5, ge=2, le=64, description="stargraph: nodes on each arm.")
     nodes: int = Field(50, ge=4, le=100000, description="stargraph: size of the node-label vocabulary.")
-    train_size: int = Field(10000, ge=1, le=10000000, description="stargraph: training questions generated.")
-    test_size: int = Field(500, ge=1, le=1000000, description="stargraph: test questions generated.")
+    quantities: int = Field(3, ge=2, le=6, description="arithmetic: people whose counts a problem tracks.")
+    chain_length: int = Field(4, ge=1, le=12, description="arithmetic: events (solution lines before `#### N`).")
+    max_value: int = Field(
+        50, ge=10, le=999,
+        description="arithmetic: every count, operand and intermediate value lies in [0, maxValue]; each number "
+        "of that range is one token of the scratch tokenizer.",
+    )
+    interact: float = Field(
+        0.3, ge=0.0, le=1.0,
+        description="arithmetic: probability that an event adds another person's current count (how many "
+        "quantities interact).",
+    )
+    train_size: int = Field(10000, ge=1, le=10000000, description="Generated sources: training questions.")
+    test_size: int = Field(500, ge=1, le=1000000, description="Generated sources: test questions.")
     validation_size: int = Field(
-        0, ge=0, le=1000000, description="stargraph: validation questions generated (for choosing hyperparameters)."
+        0, ge=0, le=1000000,
+        description="Generated sources: validation questions (for choosing hyperparameters and checkpoints).",
     )
     validation_path: str | None = Field(None, description="Validation split (JSONL) of a file source; optional.")
-    seed: int = Field(0, description="stargraph: generator seed (the test split uses its own stream).")
+    seed: int = Field(0, description="Generated sources: generator seed (each split uses its own stream).")
 
     @model_validator(mode="after")
     def _files_for_file_sources(self):
-        if self.kind != "stargraph" and not (self.train_path and self.test_path):
+        if self.kind not in GENERATED_SOURCES and not (self.train_path and self.test_path):
             raise ValueError(f"source kind {self.kind!r} needs trainPath and testPath")
         return self
 
@@ -287,7 +362,7 @@ class ScratchModelSpec(Strict):
     heads: int = Field(2, ge=1, le=64, description="Attention heads.")
     vocab_size: int = Field(512, ge=64, le=65536, description="BPE vocabulary size (ignored for word tokens).")
     max_positions: int = Field(512, ge=16, le=32768, description="Longest sequence the model handles.")
-    seed: int = Field(0, description="Initialisation seed.")
+    seed: int = Field(0, ge=0, description="Initialisation seed.")
 
 
 class PrepareStageConfig(StageBase):

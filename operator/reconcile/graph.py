@@ -1,12 +1,14 @@
 """The stage graph of an experiment and each stage's config: shared by the operator and `negrl run`.
 
-    prepare -> sft -> sample -> rft-data (pairs: rft, outcome) -> rft, outcome-dpo
+    prepare [-> synthesize] -> sft -> sample -> rft-data (pairs: rft, outcome) -> rft, outcome-dpo
                              -> credit -> step-pairs (pairs: step) -> step-dpo
             -> eval-<policy> for every policy (sft, rft, outcome-dpo, step-dpo, sft-x<k>)
 
 A policy is named after the training stage that produces it; its weights are
 `<storage_root>/<policy>/model`. With SFT disabled the base model is the policy `base`. With several
-seeds every node but `prepare` (and `base`'s) gets `-s<seed>`. Pure functions only.
+seeds every node but `prepare` (and `base`'s) gets `-s<seed>`. With spec.teacher a `synthesize`
+stage writes D_syn (`synthesize/train.jsonl`), which SFT, sampling and the pairs read instead of
+prepare's training split; a served teacher is served like a policy, named `teacher`. Pure functions only.
 """
 
 from __future__ import annotations
@@ -25,15 +27,18 @@ from negrl_operator.api.stage_config import (
     PairsStageConfig,
     PrepareStageConfig,
     SampleStageConfig,
+    SelectionConfig,
     ServerRef,
     StageBase,
     TrainParams,
     TrainStageConfig,
 )
+from negrl_operator.api.teacher import TEACHER_POLICY, SynthesizeStageConfig
 
-NodeKind = Literal["prepare", "train", "sample", "credit", "pairs", "evaluate"]
+NodeKind = Literal["prepare", "synthesize", "train", "sample", "credit", "pairs", "evaluate"]
 BASE_POLICY = "base"
 PREPARE = "prepare"
+SYNTHESIZE = "synthesize"
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,9 @@ class StageNode:
 def stage_graph(spec: ExperimentSpec) -> list[StageNode]:
     """Every stage the spec asks for, dependencies first."""
     nodes = [StageNode(PREPARE, "prepare", "prepare")]
+    if spec.teacher is not None:  # one D_syn for every seed: the teacher's data is the experiment's input
+        serves = TEACHER_POLICY if spec.teacher.served is not None else None
+        nodes.append(StageNode(SYNTHESIZE, "synthesize", "synthesize", (PREPARE,), serves=serves))
     for seed in spec.seeds:
         for node in _seed_chain(spec, seed, len(spec.seeds) > 1):
             if all(node.name != other.name for other in nodes):
@@ -62,19 +70,19 @@ def _seed_chain(spec: ExperimentSpec, seed: int, suffixed: bool) -> list[StageNo
     def named(base: str) -> str:
         return f"{base}-s{seed}" if suffixed else base
 
-    stages, nodes = spec.stages, []
+    stages, nodes, data = spec.stages, [], training_source(spec)
     sft = named("sft") if stages.sft.enabled else BASE_POLICY
     sft_needs = (sft,) if stages.sft.enabled else ()
     policies = [sft]
     if stages.sft.enabled:
-        nodes.append(StageNode(sft, "train", "sft", (PREPARE,), produces=sft, seed=seed))
+        nodes.append(StageNode(sft, "train", "sft", (data,), produces=sft, seed=seed))
     if stages.sampling.enabled:
         nodes += _sampling_chain(spec, seed, named, sft, sft_needs)
         policies += [node.produces for node in nodes if node.produces and node.role != "sft"]
     if stages.sft.enabled:  # after the methods: a local run reaches its methods' results first
         for factor in spec.sweep.sft_multipliers:
             name = named(f"sft-x{factor}")
-            nodes.append(StageNode(name, "train", "sft", (PREPARE,), produces=name, seed=seed, multiplier=factor))
+            nodes.append(StageNode(name, "train", "sft", (data,), produces=name, seed=seed, multiplier=factor))
             policies.append(name)
     if stages.eval.enabled:
         nodes += [
@@ -90,7 +98,7 @@ def _seed_chain(spec: ExperimentSpec, seed: int, suffixed: bool) -> list[StageNo
 def _sampling_chain(spec: ExperimentSpec, seed: int, named, sft: str, sft_needs: tuple[str, ...]) -> list[StageNode]:
     stages = spec.stages
     sample = named("sample")
-    nodes = [StageNode(sample, "sample", "sample", (PREPARE, *sft_needs), serves=sft, seed=seed)]
+    nodes = [StageNode(sample, "sample", "sample", (training_source(spec), *sft_needs), serves=sft, seed=seed)]
     matched = matched_pairs(spec)
     if stages.rft.enabled or (stages.outcome_dpo.enabled and not matched):
         data = named("rft-data")
@@ -113,6 +121,11 @@ def _sampling_chain(spec: ExperimentSpec, seed: int, named, sft: str, sft_needs:
             nodes += outcome if matched else []
             nodes.append(StageNode(name, "train", "step-dpo", (pairs, *sft_needs), produces=name, seed=seed))
     return nodes
+
+
+def training_source(spec: ExperimentSpec) -> str:
+    """The stage whose `train.jsonl` is D_syn: the teacher's when there is one, else prepare's."""
+    return SYNTHESIZE if spec.teacher is not None else PREPARE
 
 
 def matched_pairs(spec: ExperimentSpec) -> bool:
@@ -158,7 +171,10 @@ def scratch_model_folder(seed: int) -> str:
 
 
 def policy_model(spec: ExperimentSpec, policy: str, storage_root: str) -> str:
-    """Weights of a policy: the base model for `base`, else its training stage's `model` folder."""
+    """Weights of a policy: the base model for `base`, the served teacher's for `teacher`, else its
+    training stage's `model` folder."""
+    if policy == TEACHER_POLICY and spec.teacher is not None and spec.teacher.served is not None:
+        return spec.teacher.served.model
     return base_model(spec, storage_root) if policy == BASE_POLICY else f"{stage_dir(storage_root, policy)}/model"
 
 
@@ -180,7 +196,7 @@ def stage_config(
     common = {"experiment": experiment, "output_dir": stage_dir(storage_root, node.name), "metrics_port": metrics_port,
               "tracking": spec.tracking.params()}
     builder = {
-        "prepare": _prepare_config, "train": _train_config, "sample": _sample_config,
+        "prepare": _prepare_config, "synthesize": _synthesize_config, "train": _train_config, "sample": _sample_config,
         "credit": _credit_config, "pairs": _pairs_config, "evaluate": _evaluate_config,
     }[node.kind]
     if node.serves and server is None:
@@ -196,10 +212,34 @@ def _questions(storage_root: str, split: str = PREPARED_TRAIN) -> str:
     return f"{stage_dir(storage_root, PREPARE)}/{split}"
 
 
-def _prepare_config(spec, node, root, server, common) -> PrepareStageConfig:
+def _train_questions(spec: ExperimentSpec, root: str) -> str:
+    """D_syn: what SFT, sampling and the pairs read."""
+    return f"{stage_dir(root, training_source(spec))}/{PREPARED_TRAIN}"
+
+
+def _largest_point(spec: ExperimentSpec) -> int | None:
+    """Questions the largest |D_syn| sweep point trains on (None: all of them)."""
     factor = max([1, *spec.sweep.sft_multipliers])
-    size = spec.data.synthetic_size * factor if spec.data.synthetic_size else None
-    return PrepareStageConfig(**common, task=spec.data.task, source=spec.data.source, train_size=size,
+    return spec.data.synthetic_size * factor if spec.data.synthetic_size else None
+
+
+def _synthesize_config(spec, node, root, server, common) -> SynthesizeStageConfig:
+    teacher, source = spec.teacher, spec.data.source
+    heldout = [_questions(root, PREPARED_TEST)]
+    if source.validation_size > 0 or source.validation_path:
+        heldout.append(_questions(root, PREPARED_VALIDATION))
+    params = teacher.synthesis
+    problems = params.problems or 2 * (_largest_point(spec) or source.train_size)
+    endpoint = teacher.endpoint.params() if teacher.endpoint is not None else None
+    return SynthesizeStageConfig(
+        **common, task=spec.data.task, questions=_questions(root), heldout=heldout, problems=problems,
+        endpoint=endpoint, server=server if endpoint is None else None, params=params,
+        shard_count=spec.worker.shards,
+    )
+
+
+def _prepare_config(spec, node, root, server, common) -> PrepareStageConfig:
+    return PrepareStageConfig(**common, task=spec.data.task, source=spec.data.source, train_size=_largest_point(spec),
                               scratch_model=spec.model.scratch, scratch_seeds=list(spec.seeds), prompt=spec.data.prompt)
 
 
@@ -211,7 +251,8 @@ def _sampled_questions(spec: ExperimentSpec) -> int | None:
 def _sample_config(spec, node, root, server, common) -> SampleStageConfig:
     params = _seeded(spec.stages.sampling.params, node.seed)
     return SampleStageConfig(
-        **common, server=server, task=spec.data.task, questions=_questions(root), shard_count=spec.worker.shards,
+        **common, server=server, task=spec.data.task, questions=_train_questions(spec, root),
+        shard_count=spec.worker.shards,
         max_questions=_sampled_questions(spec), prompt=spec.data.prompt, params=params,
     )
 
@@ -232,12 +273,13 @@ def _pairs_config(spec, node, root, server, common) -> PairsStageConfig:
         credit, sample = sibling(node, "credit"), sibling(node, "sample")
         return PairsStageConfig(
             **common, outputs=["step", "outcome"] if matched_pairs(spec) else ["step"], samples_dir=stage_dir(root, sample), credit_dir=stage_dir(root, credit),
-            questions=_questions(root), params=params,
+            questions=_train_questions(spec, root), params=params,
         )
     outcome = spec.stages.outcome_dpo.enabled and not matched_pairs(spec)
     outputs = [out for out, on in (("rft", spec.stages.rft.enabled), ("outcome", outcome)) if on]
     return PairsStageConfig(
-        **common, outputs=outputs, samples_dir=stage_dir(root, node.needs[0]), questions=_questions(root), params=params
+        **common, outputs=outputs, samples_dir=stage_dir(root, node.needs[0]), questions=_train_questions(spec, root),
+        params=params,
     )
 
 
@@ -255,10 +297,11 @@ def _evaluate_config(spec, node, root, server, common) -> EvaluateStageConfig:
 
 
 def _train_params(spec: ExperimentSpec, params: TrainParams, seed: int) -> TrainParams:
+    """A stage's own zeroStage and precision win over spec.trainer's (TrainStageConfig fills the defaults)."""
     update = {"seed": params.seed + seed}
-    if spec.trainer.zero_stage is not None:
+    if params.zero_stage is None:
         update["zero_stage"] = spec.trainer.zero_stage
-    if spec.trainer.precision is not None:
+    if params.precision is None:
         update["precision"] = spec.trainer.precision
     return params.model_copy(update=update)
 
@@ -266,24 +309,31 @@ def _train_params(spec: ExperimentSpec, params: TrainParams, seed: int) -> Train
 def _train_config(spec, node, root, server, common) -> TrainStageConfig:
     stages, sft = spec.stages, sft_policy(node, spec)
     if node.role == "sft":
-        synthetic, params = spec.data.synthetic_size, _train_params(spec, stages.sft.params, node.seed)
-        if spec.sweep.sft_steps:  # compute-matched: the step cap binds at every sweep point
-            params = params.model_copy(update={"max_steps": spec.sweep.sft_steps, "epochs": 1000.0})
+        synthetic = spec.data.synthetic_size
         return TrainStageConfig(
-            **common, stage="sft", model_path=base_model(spec, root, node.seed), data=[_questions(root)],
-            prompt=spec.data.prompt,
-            max_examples=synthetic * node.multiplier if synthetic else None, params=params,
+            **common, stage="sft", model_path=base_model(spec, root, node.seed), data=[_train_questions(spec, root)],
+            prompt=spec.data.prompt, max_examples=synthetic * node.multiplier if synthetic else None,
+            params=_train_params(spec, stages.sft.params, node.seed), selection=_selection(spec, stages.sft, root),
         )
     if node.role == "rft":
         init = base_model(spec, root, node.seed) if stages.rft.init == "base" else policy_model(spec, sft, root)
         return TrainStageConfig(
             **common, stage="rft", model_path=init, data=[f"{stage_dir(root, node.needs[0])}/{PAIR_FILES['rft']}"],
             prompt=spec.data.prompt, params=_train_params(spec, stages.rft.params, node.seed),
+            selection=_selection(spec, stages.rft, root),
         )
     block, output = (stages.step_dpo, "step") if node.role == "step-dpo" else (stages.outcome_dpo, "outcome")
     reference = policy_model(spec, sft, root)
     return TrainStageConfig(
         **common, stage="dpo", model_path=reference, reference_path=reference,
         data=[f"{stage_dir(root, node.needs[0])}/{PAIR_FILES[output]}"], prompt=spec.data.prompt,
-        params=_train_params(spec, block.params, node.seed),
+        params=_train_params(spec, block.params, node.seed), selection=_selection(spec, block, root),
     )
+
+
+def _selection(spec: ExperimentSpec, block, root: str) -> SelectionConfig | None:
+    """The stage's checkpoint selection on the validation split, when its `select` is set."""
+    if block.select is None:
+        return None
+    return SelectionConfig(**block.select.model_dump(), questions=_questions(root, PREPARED_VALIDATION),
+                           task=spec.data.task)

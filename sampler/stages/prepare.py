@@ -18,14 +18,29 @@ from negrl_operator.api.stage_config import (
 )
 from negrl_operator.api.termination import report_summary
 from negrl_operator.reconcile.graph import scratch_model_folder
+from negrl_sampler.arithmetic import arithmetic_questions, vocabulary
 from negrl_sampler.dataset import read_source, write_questions
 from negrl_sampler.stargraph import star_graph_questions
+
+
+def arithmetic_splits(config: PrepareStageConfig) -> dict:
+    """The generated math task: each split keeps only problems of its own hash bucket, so the splits
+    are disjoint whatever their sizes and seeds."""
+    source = config.source
+    knobs = {"quantities": source.quantities, "chain_length": source.chain_length, "max_value": source.max_value,
+             "interact": source.interact, "seed": source.seed}
+    sizes = {PREPARED_TRAIN: min(source.train_size, config.train_size or source.train_size),
+             PREPARED_TEST: source.test_size, PREPARED_VALIDATION: source.validation_size}
+    return {name: arithmetic_questions(size, name.removesuffix(".jsonl"), prefix=name.removesuffix(".jsonl"), **knobs)
+            for name, size in sizes.items() if size}
 
 
 def splits(config: PrepareStageConfig) -> dict:
     """{file name: question iterator} of the configured source: train, test and (when configured)
     validation."""
     source = config.source
+    if source.kind == "arithmetic":
+        return arithmetic_splits(config)
     if source.kind == "stargraph":
         train_count = min(source.train_size, config.train_size or source.train_size)
         shape = (source.degree, source.path_length, source.nodes)
@@ -49,7 +64,8 @@ def splits(config: PrepareStageConfig) -> dict:
 
 
 def build_base_model(config: PrepareStageConfig, out: Path) -> None:
-    """The from-scratch base model: word tokens for `sequence` tasks, BPE on the training text otherwise."""
+    """The from-scratch base model: word tokens for `sequence` tasks and the arithmetic source (every
+    number of its range one token), BPE on the training text otherwise."""
     from negrl_trainer.scratch_model import build_scratch_model
 
     questions = [q for name in (PREPARED_TRAIN, PREPARED_TEST, PREPARED_VALIDATION) if (out / name).exists()
@@ -57,8 +73,11 @@ def build_base_model(config: PrepareStageConfig, out: Path) -> None:
     texts = [text for q in questions for text in (q["question"], q["solution"] or q["answer"])]
     shape = config.scratch_model.model_dump(by_alias=False, exclude={"seed"})
     words = None
+    prompt_words = config.prompt.template.replace("{question}", " ").split()
     if config.task == "sequence":
-        words = {word for text in [*texts, config.prompt.template.replace("{question}", " ")] for word in text.split()}
+        words = {word for text in texts for word in text.split()} | set(prompt_words)
+    elif config.source.kind == "arithmetic":
+        words = {*vocabulary(config.source.max_value), *prompt_words}
     for seed in config.scratch_seeds:  # same tokenizer, independent initialisations
         folder = out / scratch_model_folder(seed)
         temporary = folder.with_name(folder.name + ".tmp")

@@ -17,10 +17,12 @@ from tests.fixtures.paths import REPO
 def shortened(tmp_path, backend: str, **overrides) -> str:
     manifest = yaml.safe_load((REPO / "examples" / "stargraph.yaml").read_text())
     spec = manifest["spec"]
-    spec["data"]["source"].update(trainSize=48, testSize=8)
+    spec["data"]["source"].update(trainSize=48, testSize=8, validationSize=6)
     spec["data"]["syntheticSize"] = 24
     for stage in ("sft", "rft", "stepDpo", "outcomeDpo"):
         spec["stages"][stage]["params"].update(epochs=1)
+    del spec["stages"]["sft"]["params"]["minSteps"]
+    spec["stages"]["sft"]["select"].update(maxQuestions=6)  # each point keeps its best of 2 scores
     spec["stages"]["credit"]["params"].update(rollouts=2, negativesPerQuestion=1)
     spec["stages"]["sampling"]["params"].update(samplesPerQuestion=2)
     spec["stages"]["eval"]["params"].update(k=2)

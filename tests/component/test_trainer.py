@@ -337,3 +337,27 @@ def test_no_training_example_keeps_the_initial_model(tiny_model_dir, deepspeed_c
     initial, kept = load_file(Path(tiny_model_dir) / "model.safetensors"), exported_weights(config.output_dir)
     assert initial.keys() == kept.keys() and all(torch.equal(initial[k], kept[k]) for k in initial)
     assert json.loads((Path(config.output_dir) / "manifest.json").read_text())["summary"] == summary
+
+
+def test_selection_keeps_the_best_scored_checkpoint_not_the_last(tiny_model_dir, deepspeed_cpu, tmp_path):
+    """Scored every half epoch (steps 2 and 4 of 4): the untrained-for-GSM8K tiny model scores 0 on
+    both, so the earliest of the equal scores wins and `model` holds the weights after step 2, the same
+    as a run that stops there (constant learning rate, so the first two steps are the same)."""
+    from negrl_operator.api.stage_config import SelectionConfig
+    from negrl_trainer.loop import run_training
+
+    questions = write_jsonl(tmp_path / "validation.jsonl", [
+        {"id": f"v{i}", "question": row["question"], "answer": row["answer"]} for i, row in enumerate(gsm8k_rows(4))])
+    selection = SelectionConfig(questions=questions, task="gsm8k", every_epochs=0.5, max_questions=3, max_tokens=8)
+    (tmp_path / "selected").mkdir()
+    (tmp_path / "short").mkdir()
+    selected = train_config("sft", tiny_model_dir, tmp_path / "selected", zero_stage=0).model_copy(
+        update={"selection": selection})
+    summary = run_training(selected)
+    scores = [json.loads(line) for line in (Path(selected.output_dir) / "selection.jsonl").read_text().splitlines()]
+    assert [(s["step"], s["epoch"], s["accuracy"]) for s in scores] == [(2, 0.5, 0.0), (4, 1.0, 0.0)]
+    assert (summary["steps"], summary["selected_step"], summary["validation_accuracy"]) == (4, 2, 0.0)
+    short = train_config("sft", tiny_model_dir, tmp_path / "short", zero_stage=0, max_steps=2)
+    run_training(short)
+    for key, value in exported_weights(short.output_dir).items():
+        torch.testing.assert_close(exported_weights(selected.output_dir)[key], value, rtol=0, atol=1e-6, msg=key)

@@ -51,6 +51,20 @@ def ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+@pytest.mark.parametrize(("text", "decoded", "tokens"), [
+    ("1 2 3", " 1 2 3", 3),
+    (" 1 2 3", " 1 2 3", 3),                                  # a leading space is the first word's own
+    ("first 1 2\nthen 3\n#### 3", " first 1 2\n then 3\n #### 3", 9),  # a line break is one token
+    (" first 1 2\n then 3", " first 1 2\n then 3", 6),         # ...and the decoded text encodes the same
+    ("1  2 \n\n 3", " 1 2\n 3", 4),                          # runs of spaces and blank lines fold
+])
+def test_word_tokenizer_keeps_words_and_line_breaks(tokenizer, text, decoded, tokens):
+    encoded = ids(tokenizer, text)
+    assert len(encoded) == tokens and tokenizer.unk_token_id not in encoded
+    assert tokenizer.decode(encoded) == decoded
+    assert ids(tokenizer, decoded) == encoded
+
+
 # (prompt tokens, response tokens, max_length) -> (prompt kept, response kept)
 FIT_CASES = [
     ((5, 5, 16), (5, 5)),      # fits: nothing cut
@@ -231,6 +245,10 @@ def test_schedule_total_steps():
     assert Schedule(units=10, global_batch=4, epochs=1.5).total_steps == 5
     assert Schedule(units=10, global_batch=4, epochs=3, max_steps=2).total_steps == 2
     assert Schedule(units=3, global_batch=8, epochs=0.1).total_steps == 1
+    # the floor: 10 units in batches of 4 are 3 steps an epoch; 2 epochs are 6 steps, raised to 20
+    assert Schedule(units=10, global_batch=4, epochs=2, min_steps=20).total_steps == 20
+    assert Schedule(units=10, global_batch=4, epochs=2, min_steps=5).total_steps == 6  # epochs already give more
+    assert Schedule(units=10, global_batch=4, epochs=2, min_steps=20, max_steps=8).total_steps == 8  # the cap wins
 
 
 def test_rank_micro_batches_split_a_step_between_ranks():

@@ -16,8 +16,17 @@ from negrl_operator.api.experiment import (
     ExperimentSpec,
     NegRLExperiment,
     StagesSpec,
+    TrainStageSpec,
 )
 from negrl_operator.api.stage_config import TrainParams
+from negrl_operator.api.value_rule import (
+    DNS_SUBDOMAIN,
+    IMAGE,
+    QUANTITY,
+    QUANTITY_STRING,
+    QUESTION_PLACEHOLDER,
+    SECRET_KEY,
+)
 
 MINIMAL = {
     "model": {"name": "Qwen/Qwen2.5-Math-1.5B"},
@@ -118,9 +127,11 @@ def test_crd_names_columns_and_subresources(generated):
     assert spec["names"]["shortNames"] == ["nrx"] and spec["names"]["categories"] == ["negrl"]
     version = spec["versions"][0]
     assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
-    columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
-    assert columns == {"Phase": ".status.phase", "Stage": ".status.stage", "Best": ".status.results.bestAccuracy",
-                       "Age": ".metadata.creationTimestamp"}
+    columns = [(c["name"], c["jsonPath"], c.get("priority", 0)) for c in version["additionalPrinterColumns"]]
+    ready = '.status.conditions[?(@.type=="Ready")]'
+    assert columns == [("Phase", ".status.phase", 0), ("Stage", ".status.stage", 0), ("Ready", f"{ready}.status", 0),
+                       ("Reason", f"{ready}.reason", 0), ("Best", ".status.results.bestAccuracy", 0),
+                       ("Age", ".metadata.creationTimestamp", 0), ("Message", ".status.message", 1)]
 
 
 def test_schema_is_structural_and_documented(generated):
@@ -149,8 +160,9 @@ def test_every_cross_field_rule_is_a_cel_rule(generated):
     root = generated["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     emitted = {(rule["rule"], rule["message"]) for _, node in _walk(root)
                for rule in node.get("x-kubernetes-validations", [])}
-    rules = [*ROOT_RULES, *StagesSpec.rules, *ExperimentSpec.rules,
-             *(rule for group in EXTERNAL_RULES.values() for rule in group)]
+    rules = [*ROOT_RULES, *StagesSpec.rules, *ExperimentSpec.rules, *TrainStageSpec.rules,
+             *(rule for group in EXTERNAL_RULES.values() for rule in group),
+             DNS_SUBDOMAIN, SECRET_KEY, IMAGE, QUANTITY, QUANTITY_STRING, QUESTION_PLACEHOLDER]  # value rules: on the field itself
     assert all(issubclass(model, Checked) for model in (StagesSpec, ExperimentSpec))
     assert {(rule.cel, rule.message) for rule in rules} == emitted
 
@@ -180,3 +192,18 @@ def test_fields_that_running_stages_ignore_are_immutable_in_the_crd():
     rules = {rule["fieldPath"]: rule["rule"] for rule in spec["x-kubernetes-validations"] if "oldSelf" in rule["rule"]}
     assert rules == {".storage": "self.storage == oldSelf.storage", ".model": "self.model == oldSelf.model",
                      ".seeds": "self.seeds == oldSelf.seeds"}
+
+
+def test_the_operator_refuses_what_only_negrl_run_can_run_naming_the_field():
+    from negrl_operator.api.experiment import ClusterExperimentSpec
+    from negrl_operator.controller.refusal import spec_problems
+
+    teacher = spec_with(teacher={"endpoint": {"baseUrl": "http://127.0.0.1:9/v1", "model": "m"}})
+    ExperimentSpec.model_validate(teacher)  # `negrl run` runs it
+    with pytest.raises(ValidationError) as error:
+        ClusterExperimentSpec.model_validate(teacher)
+    assert spec_problems(error.value).startswith("invalid spec: spec.teacher runs only with `negrl run`")
+    no_volume = {key: value for key, value in MINIMAL.items() if key != "storage"}
+    with pytest.raises(ValidationError) as error:
+        ClusterExperimentSpec.model_validate(no_volume)
+    assert spec_problems(error.value).startswith("invalid spec: spec.storage is required on a cluster")

@@ -140,6 +140,10 @@ def test_seed_is_added_to_every_stage_seed_and_trainer_overrides_apply():
     assert got["sample-s7"].params.seed == 7 and got["credit-s7"].params.seed == 7
     assert got["sft-s7"].params.seed == 7 and got["sft-s7"].params.zero_stage == 3
     assert got["sft-s0"].params.precision == "bf16"
+    own = configs(trainer={"zeroStage": 3, "precision": "bf16"}, stages__rft={"params": {"zeroStage": 1}})
+    assert (own["rft"].params.zero_stage, own["rft"].params.precision) == (1, "bf16")  # the stage's own wins
+    plain = configs()  # neither sets them: the defaults that run
+    assert (plain["sft"].params.zero_stage, plain["sft"].params.precision) == (2, "auto")
 
 
 def test_credit_rollouts_default_to_the_sampling_temperature():
@@ -195,10 +199,37 @@ def test_sampling_can_cover_only_the_first_questions_of_d_syn():
     assert configs(stages__sampling={"maxQuestions": 900})["sample"].max_questions == 500  # |D_syn| = 500
 
 
-def test_compute_matched_sweep_runs_the_same_steps_at_every_point():
-    got = configs(sweep={"sftMultipliers": [2, 4], "sftSteps": 300})
-    for name in ("sft", "sft-x2", "sft-x4"):
-        assert (got[name].params.max_steps, got[name].params.epochs) == (300, 1000.0)
+def test_every_sweep_point_consumes_its_own_data_with_a_floor_on_steps():
+    got = configs(sweep={"sftMultipliers": [2, 4]}, stages__sft={"params": {"epochs": 2, "minSteps": 300}})
+    for name in ("sft", "sft-x2", "sft-x4"):  # the same epochs and floor at every point, no cap
+        assert (got[name].params.epochs, got[name].params.min_steps, got[name].params.max_steps) == (2.0, 300, None)
     assert [got[name].max_examples for name in ("sft", "sft-x2", "sft-x4")] == [500, 1000, 2000]
-    epochs = configs(sweep={"sftMultipliers": [2]})  # the old behaviour: epochs, steps grow with k
-    assert epochs["sft-x2"].params.max_steps is None and epochs["sft-x2"].params.epochs == 3.0
+
+
+def test_a_sweep_point_that_cannot_consume_its_data_is_refused_naming_the_fields():
+    # 8 x 500 = 4000 questions, but 100 steps x a global batch of 32 (micro-batch 4 x 8 GPUs) reach 3200
+    with pytest.raises(ValueError, match=r"sweep\.sftMultipliers: a sweep point cannot consume its data.*maxSteps"):
+        configs(sweep={"sftMultipliers": [2, 8]}, stages__sft={"params": {"maxSteps": 100}})
+    ok = configs(sweep={"sftMultipliers": [2, 8]}, stages__sft={"params": {"maxSteps": 125}})  # 125 x 32 = 4000
+    assert ok["sft-x8"].params.max_steps == 125
+
+
+def test_select_scores_on_the_validation_split():
+    got = configs(stages__sft={"select": {"everyEpochs": 0.5, "maxQuestions": 50}},
+                  data__source={"kind": "arithmetic", "validationSize": 100}, data__task="gsm8k")
+    selection = got["sft"].selection
+    assert (selection.every_epochs, selection.max_questions, selection.task) == (0.5, 50, "gsm8k")
+    assert selection.questions == "/data/negrl/ns/exp/prepare/validation.jsonl"
+    assert got["rft"].selection is None
+    assert parse_stage_config(got["sft"].model_dump_json()) == got["sft"]
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"stages__sft": {"select": {}}}, "needs a validation split"),
+    ({"stages__sft": {"select": {}, "params": {"zeroStage": 3}},
+      "data__source": {"kind": "arithmetic", "validationSize": 10}, "data__task": "gsm8k"}, "zeroStage 0, 1 or 2"),
+    ({"data__source": {"kind": "arithmetic"}, "data__task": "math"}, "set data.task gsm8k"),
+])
+def test_selection_and_the_arithmetic_source_refuse_what_cannot_run(changes, message):
+    with pytest.raises(ValueError, match=message):
+        configs(**changes)

@@ -69,3 +69,31 @@ def test_every_seed_gets_its_own_scratch_initialisation(tmp_path):
     assert first.keys() == other.keys()
     assert any((first[key] != other[key]).any() for key in first if key.endswith("proj.weight"))
     assert (tmp_path / "model" / "tokenizer.json").read_text() == (tmp_path / "model-s2" / "tokenizer.json").read_text()
+
+
+def test_arithmetic_source_writes_disjoint_splits_and_a_tokenizer_with_one_token_per_number(tmp_path):
+    from transformers import AutoTokenizer
+
+    from negrl_sampler.grading.answer import reference_answer
+
+    config = PrepareStageConfig(output_dir=str(tmp_path), task="gsm8k", train_size=40,
+                                prompt={"template": "{question}\nAnswer:"},
+                                scratch_model={"hidden": 64, "layers": 1, "heads": 1, "maxPositions": 160},
+                                source={"kind": "arithmetic", "quantities": 3, "chainLength": 4, "maxValue": 30,
+                                        "trainSize": 100, "testSize": 20, "validationSize": 10})
+    assert prepare(config) == {"stage": "prepare", "train": 40, "test": 20, "validation": 10}
+    splits = {name: lines(tmp_path / f"{name}.jsonl") for name in ("train", "test", "validation")}
+    questions = {name: {q["question"] for q in split} for name, split in splits.items()}
+    assert not questions["train"] & questions["test"] and not questions["train"] & questions["validation"]
+    assert not questions["test"] & questions["validation"]
+    first = splits["train"][0]
+    assert first["answer"] == first["solution"] and len(first["solution"].splitlines()) == 5  # 4 events + ####
+    assert reference_answer(first["answer"]).isdigit()
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "model")
+    for number in range(31):  # every number of the range is one known token
+        ids = tokenizer(str(number), add_special_tokens=False)["input_ids"]
+        assert len(ids) == 1 and ids[0] != tokenizer.unk_token_id
+    text = f"{first['question']}\nAnswer: {first['solution']}"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tokenizer.unk_token_id not in ids
+    assert len(ids) == len(text.split()) + first["solution"].count("\n") + 1  # words, and each line break
