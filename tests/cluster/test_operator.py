@@ -51,8 +51,8 @@ def summary_for(stage: str) -> dict:
         "sample": {"stage": "sample", "questions": 1000, "samples": 8000, "correct": 3100, "wrong": 4700,
                    "unparseable": 200},
         "credit": {"stage": "credit", "negatives": 1200, "pits": 800, "rollouts": 30000, "generated_tokens": 5200000},
-        "rft-data": {"stage": "pairs", "rft": 3000, "outcome_pairs": 3500},
-        "step-pairs": {"stage": "pairs", "step_pairs": 2400},
+        "rft-data": {"stage": "pairs", "rft": 3000},
+        "step-pairs": {"stage": "pairs", "step": 2400, "outcome": 2400},  # the keys the pairs stage writes
     }.get(stage, {"stage": stage, "steps": 375, "final_loss": 0.41, "examples": 4000})
 
 
@@ -311,8 +311,8 @@ def test_experiment_walks_every_stage_to_succeeded(kube_cluster, api, operator, 
     results = status["results"]
     assert {p["policy"]: p["accuracy"] for p in results["policies"]} == ACCURACY
     assert (results["bestPolicy"], results["bestAccuracy"]) == ("step-dpo", 0.42)
-    assert (results["counts"]["positives"], results["counts"]["pits"], results["counts"]["stepPairs"]) == (
-        12400, 3200, 2400)
+    counts = results["counts"]
+    assert (counts["positives"], counts["pits"], counts["stepPairs"], counts["outcomePairs"]) == (12400, 3200, 2400, 2400)
     conditions = {c["type"]: c for c in status["conditions"]}
     assert (conditions["Ready"]["status"], conditions["Degraded"]["status"]) == ("True", "False")
     assert all(c["observedGeneration"] == done["metadata"]["generation"] for c in conditions.values())
