@@ -20,10 +20,14 @@ from negrl_operator.api.stage_config import PromptSpec, SelectionConfig
 SELECTION_LOG = "selection.jsonl"
 
 
+def scoring_period(steps_per_epoch: int, every_epochs: float) -> int:
+    """Optimizer steps between two scores: `every_epochs` epochs, at least one step."""
+    return max(1, round(every_epochs * steps_per_epoch))
+
+
 def scored_steps(steps_per_epoch: int, total_steps: int, every_epochs: float) -> list[int]:
-    """1-based optimizer steps after which the model is scored: every `every_epochs` epochs (at least
-    every step), and always the last step."""
-    period = max(1, round(every_epochs * steps_per_epoch))
+    """1-based optimizer steps after which the model is scored: every period, and always the last step."""
+    period = scoring_period(steps_per_epoch, every_epochs)
     return sorted({*range(period, total_steps + 1, period), total_steps})
 
 
@@ -109,7 +113,8 @@ class Selector:
                    read_scores(output_dir, resumed_step) if resumed_step else [])
 
     def due(self, step: int) -> bool:
-        return step in scored_steps(self.steps_per_epoch, self.total_steps, self.config.every_epochs)
+        """Whether `step` is one of `scored_steps` (without listing them: called after every step)."""
+        return step == self.total_steps or step % scoring_period(self.steps_per_epoch, self.config.every_epochs) == 0
 
     def score(self, model, tokenizer, step: int) -> bool:
         """Score `model` after `step` and record it; True when it beats every earlier score."""

@@ -1,9 +1,12 @@
 """Checkpoint selection on validation: which steps are scored, which score wins, and what a resumed
 run keeps of the scores."""
 
+from pathlib import Path
+
 import pytest
 
-from negrl_trainer.selection import Score, best, read_scores, scored_steps, write_scores
+from negrl_operator.api.stage_config import PromptSpec, SelectionConfig
+from negrl_trainer.selection import Score, Selector, best, read_scores, scored_steps, write_scores
 
 
 @pytest.mark.parametrize(("steps_per_epoch", "total", "every", "expected"), [
@@ -15,6 +18,9 @@ from negrl_trainer.selection import Score, best, read_scores, scored_steps, writ
 ])
 def test_scored_steps(steps_per_epoch, total, every, expected):
     assert scored_steps(steps_per_epoch, total, every) == expected
+    selection = SelectionConfig(questions="unused.jsonl", task="gsm8k", every_epochs=every)
+    selector = Selector(selection, PromptSpec(), Path("unused"), steps_per_epoch, total, [], [])
+    assert [step for step in range(1, total + 1) if selector.due(step)] == expected  # the per-step check agrees
 
 
 def test_the_best_score_wins_and_the_earliest_of_equals():
