@@ -61,9 +61,14 @@ def parse_args(argv: list[str] | None, stage: str) -> argparse.Namespace:
 
 def load_config(argv: list[str] | None, stage: str, expected: type[StageBase]) -> StageBase:
     args = parse_args(argv, stage)
-    config = load_stage_config(args.config, expected)
-    if args.shard is not None:
-        index, count = parse_shard(args.shard)
+    return with_shard(load_stage_config(args.config, expected), args.shard)
+
+
+def with_shard(config: StageBase, shard: str | None) -> StageBase:
+    """The config with the shard this pod runs: `--shard i/n`, else an Indexed Job's
+    $JOB_COMPLETION_INDEX of the config's count, else the config's own."""
+    if shard is not None:
+        index, count = parse_shard(shard)
     elif os.environ.get("JOB_COMPLETION_INDEX", "").strip():
         index, count = int(os.environ["JOB_COMPLETION_INDEX"]), config.shard_count
     else:

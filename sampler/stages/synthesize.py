@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from negrl_operator.api.artifact import read_jsonl, shard_records_path
 from negrl_operator.api.exit_code import ConfigError
-from negrl_operator.api.stage_config import PREPARED_TRAIN, parse_shard, read_input, validation_problems
+from negrl_operator.api.stage_config import PREPARED_TRAIN, read_input, validation_problems
 from negrl_operator.api.teacher import SynthesizeStageConfig
 from negrl_sampler.dataset import write_questions
 from negrl_sampler.grading.answer import extract
@@ -38,6 +38,7 @@ from negrl_sampler.stages.rollout import (
     load_questions,
     parse_args,
     run_all,
+    with_shard,
 )
 from negrl_sampler.synthesis import (
     HeldoutIndex,
@@ -70,13 +71,7 @@ def load_config(argv: list[str] | None) -> SynthesizeStageConfig:
         config = SynthesizeStageConfig.model_validate(document)
     except ValidationError as error:
         raise ConfigError(f"{source}: invalid stage config: {validation_problems(error)}") from None
-    if args.shard is not None:
-        index, count = parse_shard(args.shard)
-    elif os.environ.get("JOB_COMPLETION_INDEX", "").strip():
-        index, count = int(os.environ["JOB_COMPLETION_INDEX"]), config.shard_count
-    else:
-        index, count = config.shard_index, config.shard_count
-    return config.model_copy(update={"shard_index": index, "shard_count": count})
+    return with_shard(config, args.shard)
 
 
 def teacher_client(config: SynthesizeStageConfig, metrics: RolloutMetrics) -> CompletionClient:
