@@ -18,6 +18,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from negrl_operator.api.resource import ResourceSpec
 from negrl_operator.api.secret_ref import SecretKeyRef
 from negrl_operator.api.stage_config import (
     SEED_MAX,
@@ -34,12 +35,17 @@ from negrl_operator.api.stage_config import (
     TrackingParams,
     TrainParams,
 )
-from negrl_operator.api.teacher import SynthesisParams, TeacherSpec
-from negrl_operator.api.value_rule import DNS_SUBDOMAIN, IMAGE, QUANTITY, QUANTITY_STRING
+from negrl_operator.api.teacher import (
+    KEY_ENV_TAKEN,
+    STAGE_POD_ENV,
+    SynthesisParams,
+    TeacherEndpointSpec,
+    TeacherSpec,
+)
+from negrl_operator.api.value_rule import DNS_SUBDOMAIN, IMAGE, QUANTITY_STRING
 
 GROUP, VERSION, KIND, PLURAL = "negrl.io", "v1alpha1", "NegRLExperiment", "negrlexperiments"
 API_VERSION = f"{GROUP}/{VERSION}"
-Quantity = Annotated[int | str, QUANTITY]  # a Kubernetes quantity: 4, "500m", "32Gi"
 ObjectName = Annotated[str, Field(min_length=1, max_length=253), DNS_SUBDOMAIN]  # a PVC, Secret, PriorityClass
 Image = Annotated[str, Field(min_length=1, max_length=1024), IMAGE]
 ShmSize = Annotated[str, Field(min_length=1), QUANTITY_STRING]
@@ -226,15 +232,6 @@ class StagesSpec(Checked):
     )
 
 
-class ResourceSpec(Strict):
-    requests: dict[str, Quantity] = Field(
-        default_factory=dict, max_length=32, description="e.g. {cpu: 8, memory: 64Gi}."
-    )
-    limits: dict[str, Quantity] = Field(
-        default_factory=dict, max_length=32, description="Limits; GPUs (nvidia.com/gpu) are set by the operator."
-    )
-
-
 class SamplerSpec(Strict):
     image: Image = Field("vllm/vllm-openai:v0.32.0", description="vLLM OpenAI server image (run as is).")
     replicas: int = Field(1, ge=1, le=64, description="vLLM replicas per served policy.")
@@ -336,6 +333,10 @@ class SchedulingSpecs(Strict):
     sampler: SchedulingSpec = Field(default_factory=SchedulingSpec, description="vLLM sampler pods.")
     trainer: SchedulingSpec = Field(default_factory=SchedulingSpec, description="Training pods.")
     worker: SchedulingSpec = Field(default_factory=SchedulingSpec, description="Data, rollout and eval pods.")
+    teacher: SchedulingSpec = Field(
+        default_factory=SchedulingSpec, description="The served teacher's vLLM pods (teacher.served): e.g. a node "
+        "pool of its own and a Kueue LocalQueue. The synthesize stage's pods are worker pods.",
+    )
 
 
 class SweepSpec(Strict):
@@ -362,11 +363,15 @@ EXTERNAL_RULES[SweepSpec] = (
 )
 
 
-# TeacherSpec and SynthesisParams check themselves; the API server needs the same rules as CEL.
+# TeacherSpec, TeacherEndpointSpec and SynthesisParams check themselves; the API server needs them as CEL.
 EXTERNAL_RULES[TeacherSpec] = (
     CrossFieldRule("has(self.endpoint) != has(self.served)",
                    "teacher needs exactly one of endpoint (an OpenAI-compatible API) and served (a model the "
                    "operator serves)", ".endpoint"),
+)
+_TAKEN_NAMES = ", ".join(f"'{name}'" for name in STAGE_POD_ENV)
+EXTERNAL_RULES[TeacherEndpointSpec] = (
+    CrossFieldRule(f"!has(self.apiKeyEnv) || !(self.apiKeyEnv in [{_TAKEN_NAMES}])", KEY_ENV_TAKEN, ".apiKeyEnv"),
 )
 EXTERNAL_RULES[SynthesisParams] = (
     CrossFieldRule("!has(self.mode) || self.mode != 'problems' || (has(self.examples) && size(self.examples) > 0)",
@@ -412,10 +417,6 @@ def _selected_stages(spec: ExperimentSpec) -> list[str]:
                                      ("outcomeDpo", stages.outcome_dpo)) if block.select is not None]
 
 
-TEACHER_LOCAL_ONLY = (
-    "spec.teacher runs only with `negrl run` for now: the operator does not yet deploy teachers or run the "
-    "synthesize stage; run this experiment with `negrl run`, or remove spec.teacher"
-)
 STORAGE_REQUIRED = (
     "spec.storage is required on a cluster: name the ReadWriteMany PersistentVolumeClaim every pod mounts "
     "(storage: {claimName: ...}); only `negrl run` works without it (it writes under --workdir)"
@@ -536,10 +537,9 @@ ROOT_RULES: tuple[CrossFieldRule, ...] = (
         "metadata.name must be a DNS-1035 label (a-z, 0-9, '-', starts with a letter) of at most 63 characters",
         "",  # metadata has no schema of its own, so no fieldPath; the message names the field
     ),
-    # Only the API server checks these (and ClusterExperimentSpec, what the operator reads): `negrl run`
-    # validates the same model without a volume, and runs teachers.
+    # Only the API server checks this (and ClusterExperimentSpec, what the operator reads): `negrl run`
+    # validates the same model without a volume.
     CrossFieldRule("has(self.spec.storage)", STORAGE_REQUIRED, ".spec.storage"),
-    CrossFieldRule("!has(self.spec.teacher)", TEACHER_LOCAL_ONLY, ".spec.teacher"),
 )
 
 
@@ -550,8 +550,6 @@ class ClusterExperimentSpec(ExperimentSpec):
     def _runs_on_a_cluster(self):
         if self.storage is None:  # the messages name their field: "spec." is added where they are shown
             raise ValueError(STORAGE_REQUIRED.removeprefix("spec."))
-        if self.teacher is not None:
-            raise ValueError(TEACHER_LOCAL_ONLY.removeprefix("spec."))
         return self
 
 

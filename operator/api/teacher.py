@@ -9,18 +9,27 @@ teacher writes new problems from seed examples and labels them by its majority a
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from negrl_operator.api.resource import ResourceSpec
 from negrl_operator.api.secret_ref import SecretKeyRef
 from negrl_operator.api.stage_config import ServerRef, StageBase, Strict, Task
+from negrl_operator.api.value_rule import IMAGE
 
 TeacherMode = Literal["solutions", "problems"]
 DEFAULT_API_KEY_ENV = "NEGRL_TEACHER_API_KEY"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 TEACHER_POLICY = "teacher"  # the name a served teacher is served under (like a policy)
+Image = Annotated[str, Field(min_length=1, max_length=1024), IMAGE]
 EXAMPLES, QUESTION = "{examples}", "{question}"
+SHARED = "On a cluster the stage's worker.shards pods split it (each gets its share)."
+# Variables the operator sets in every stage pod (manifest.py): the key's variable must not replace one.
+STAGE_POD_ENV = ("HOME", "PATH", "HF_HOME", "HF_TOKEN", "JOB_COMPLETION_INDEX", "MLFLOW_TRACKING_TOKEN",
+                 "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+KEY_ENV_TAKEN = (f"apiKeyEnv must not be a variable the stage pods already have ({', '.join(STAGE_POD_ENV)}): "
+                 f"choose another name, e.g. {DEFAULT_API_KEY_ENV}")
 
 
 class EndpointParams(Strict):
@@ -38,9 +47,10 @@ class EndpointParams(Strict):
         "it there. Unset or empty: no Authorization header.",
     )
     requests_per_second: float | None = Field(
-        None, gt=0, le=10000, description="At most this many requests start per second (unset: no rate limit)."
+        None, gt=0, le=10000, description="At most this many requests start per second (unset: no rate limit). "
+        f"{SHARED}",
     )
-    max_concurrency: int = Field(8, ge=1, le=4096, description="Requests in flight at once.")
+    max_concurrency: int = Field(8, ge=1, le=4096, description=f"Requests in flight at once. {SHARED}")
     max_retries: int = Field(
         6, ge=0, le=20,
         description="Retries of one request on timeouts, connection errors, 429 and 5xx, with exponential "
@@ -49,19 +59,41 @@ class EndpointParams(Strict):
     timeout_s: float = Field(300.0, gt=0, le=3600, description="Per-request timeout, seconds.")
     max_requests: int | None = Field(
         None, ge=1, description="Hard cap on requests sent (retries included): the stage stops with an error "
-        "naming the cap once it is reached, keeping what it wrote (unset: no cap).",
+        f"naming the cap once it is reached, keeping what it wrote (unset: no cap). {SHARED}",
     )
     max_tokens_total: int | None = Field(
         None, ge=1, description="Hard cap on tokens (prompt + generated, from the answers' usage): no request "
-        "starts once it is reached; the stage stops with an error naming the cap (unset: no cap).",
+        f"starts once it is reached; the stage stops with an error naming the cap (unset: no cap). {SHARED}",
     )
+
+    def share(self, pods: int) -> EndpointParams:
+        """One of `pods` synthesize pods' part of the stage's limits: the rate divided, the requests in
+        flight and the caps divided rounding down (at least 1), so the pods together stay within them."""
+        if pods == 1:
+            return self
+
+        def part(total: int | None) -> int | None:
+            return None if total is None else max(1, total // pods)
+
+        rate = self.requests_per_second / pods if self.requests_per_second is not None else None
+        return self.model_copy(update={
+            "requests_per_second": rate, "max_concurrency": part(self.max_concurrency),
+            "max_requests": part(self.max_requests), "max_tokens_total": part(self.max_tokens_total),
+        })
 
 
 class TeacherEndpointSpec(EndpointParams):
     api_key_secret: SecretKeyRef | None = Field(
-        None, description="Secret holding the API key; on a cluster it is set as the environment variable "
-        "apiKeyEnv of the synthesize pods (never written into a config, a log, an Event or the status).",
+        None, description="Secret holding the API key (in the experiment's namespace); on a cluster it is set as "
+        "the environment variable apiKeyEnv of the synthesize pods (valueFrom secretKeyRef: the operator never "
+        "reads it, and it is never written into a config, a log, an Event or the status). Unset: no key.",
     )
+
+    @model_validator(mode="after")
+    def _key_env_is_free(self):
+        if self.api_key_env in STAGE_POD_ENV:
+            raise ValueError(KEY_ENV_TAKEN)
+        return self
 
     def params(self) -> EndpointParams:
         """The part the stage config carries: no Secret reference, only the variable's name."""
@@ -69,19 +101,38 @@ class TeacherEndpointSpec(EndpointParams):
 
 
 class TeacherServedSpec(Strict):
-    """A teacher served with vLLM like the policies (same image and flags as spec.sampler)."""
+    """A teacher served with vLLM like the policies, as its own Deployment (`<experiment>-teacher`)
+    with its own size and placement (spec.scheduling.teacher); it exists only while the synthesize
+    stage runs. Unset fields fall back to spec.sampler's."""
 
     model: str = Field(
         min_length=1, max_length=1024,
         description="Teacher weights: a Hugging Face id or a path on the storage volume (on `negrl run`: a local "
-        "folder).",
+        "folder). A gated Hugging Face model reads its token from model.tokenSecret (HF_TOKEN).",
     )
-    tensor_parallel: int = Field(1, ge=1, le=16, description="--tensor-parallel-size; also the GPUs per replica.")
+    image: Image | None = Field(None, description="vLLM OpenAI server image of the teacher; unset: sampler.image.")
+    replicas: int = Field(1, ge=1, le=64, description="vLLM replicas of the teacher.")
+    tensor_parallel: int = Field(
+        1, ge=1, le=16, description="--tensor-parallel-size; also the GPUs (nvidia.com/gpu) per replica."
+    )
     gpus: int | None = Field(
         None, ge=0, le=16, description="GPUs of the teacher's replica; unset: tensorParallel. 0: vLLM's CPU build.",
     )
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0, le=1, description="--gpu-memory-utilization of the teacher; unset: sampler.gpuMemoryUtilization."
+    )
     max_model_len: int = Field(4096, ge=64, le=1048576, description="--max-model-len of the teacher.")
-    max_concurrency: int = Field(64, ge=1, le=4096, description="Requests in flight at once.")
+    max_concurrency: int = Field(64, ge=1, le=4096, description="Requests in flight at once (per synthesize pod).")
+    startup_timeout_s: int | None = Field(
+        None, ge=60, le=86400, description="Time allowed to load the teacher; unset: sampler.startupTimeoutS.",
+    )
+    resources: ResourceSpec = Field(
+        default_factory=ResourceSpec, description="CPU and memory of each teacher replica (GPUs come from gpus).",
+    )
+    extra_args: list[str] = Field(
+        default_factory=list, max_length=64,
+        description="More `vllm serve` arguments of the teacher, appended as given (sampler.extraArgs do not apply).",
+    )
 
 
 class FewShotExample(Strict):

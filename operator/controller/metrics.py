@@ -23,6 +23,18 @@ from negrl_operator.api.status import ExperimentStatus, StageStatus, parse_time
 
 PHASES = ("Pending", "Running", "Suspended", "Succeeded", "Failed", "Degraded", "Invalid")
 EXPERIMENT_LABELS = ["namespace", "experiment"]
+# status.results.synthesis field -> (gauge name, help): what the teacher wrote (spec.teacher)
+SYNTHESIS_GAUGES = {
+    "requests": ("negrl_operator_synthesis_requests", "Requests the synthesize stage sent to the teacher."),
+    "generated_tokens": ("negrl_operator_synthesis_generated_tokens", "Tokens the teacher generated."),
+    "tokens_per_s": ("negrl_operator_synthesis_generated_tokens_per_second",
+                     "Teacher tokens generated per second (all synthesize shards together)."),
+    "acceptance_rate": ("negrl_operator_synthesis_acceptance_ratio",
+                        "Teacher solutions graded correct (or agreeing) / solutions generated."),
+    "cost_tokens": ("negrl_operator_synthesis_cost_tokens", "Teacher tokens paid for: prompt plus generated."),
+    "examples": ("negrl_operator_synthesis_examples", "D_syn records the synthesize stage wrote."),
+}
+SYNTHESIS_DROPPED = ("duplicates", "contaminated")  # the `reason` label of negrl_operator_synthesis_dropped
 
 
 class OperatorMetrics:
@@ -42,6 +54,11 @@ class OperatorMetrics:
                             [*EXPERIMENT_LABELS, "policy"], registry=r)
         self.items = Gauge("negrl_operator_result_items", "Counts from the stage summaries (samples, pairs, pits...).",
                            [*EXPERIMENT_LABELS, "item"], registry=r)
+        self.synthesis = {field: Gauge(name, text, EXPERIMENT_LABELS, registry=r)
+                          for field, (name, text) in SYNTHESIS_GAUGES.items()}
+        self.synthesis_dropped = Gauge("negrl_operator_synthesis_dropped",
+                                       "Teacher outputs the synthesize stage dropped, by reason.",
+                                       [*EXPERIMENT_LABELS, "reason"], registry=r)
         self.reconcile_seconds = Histogram(
             "negrl_operator_reconcile_duration_seconds", "Time of one observe-plan-apply pass.", ["trigger"],
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r,
@@ -99,10 +116,26 @@ class OperatorMetrics:
             if value is not None:
                 self.items.labels(namespace, name, item).set(value)
                 series.append((self.items, (namespace, name, item)))
+        series += self._record_synthesis(namespace, name, status)
         with self._lock:
             self._phases[key] = status.phase
             self._series[key] = series
             self._count_phases()
+
+    def _record_synthesis(self, namespace: str, name: str, status: ExperimentStatus) -> list:
+        synthesis = status.results.synthesis
+        if synthesis is None:
+            return []
+        series, values = [], synthesis.model_dump(by_alias=False)
+        for field, gauge in self.synthesis.items():
+            if values[field] is not None:
+                gauge.labels(namespace, name).set(values[field])
+                series.append((gauge, (namespace, name)))
+        for reason in SYNTHESIS_DROPPED:
+            if values[reason] is not None:
+                self.synthesis_dropped.labels(namespace, name, reason).set(values[reason])
+                series.append((self.synthesis_dropped, (namespace, name, reason)))
+        return series
 
     def forget(self, namespace: str, name: str) -> None:
         with self._lock:

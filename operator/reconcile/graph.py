@@ -230,7 +230,8 @@ def _synthesize_config(spec, node, root, server, common) -> SynthesizeStageConfi
         heldout.append(_questions(root, PREPARED_VALIDATION))
     params = teacher.synthesis
     problems = params.problems or 2 * (_largest_point(spec) or source.train_size)
-    endpoint = teacher.endpoint.params() if teacher.endpoint is not None else None
+    # the rate, concurrency and caps are the whole stage's: each shard gets its share
+    endpoint = teacher.endpoint.params().share(spec.worker.shards) if teacher.endpoint is not None else None
     return SynthesizeStageConfig(
         **common, task=spec.data.task, questions=_questions(root), heldout=heldout, problems=problems,
         endpoint=endpoint, server=server if endpoint is None else None, params=params,

@@ -28,9 +28,9 @@ from negrl_operator.reconcile.observation import (
 )
 
 MAX_NAME = 52  # leaves room for the "-<index>-<random>" suffixes of pod names
-COMPONENT = {"prepare": "data", "train": "trainer", "sample": "rollout", "credit": "rollout",
-             "pairs": "rollout", "evaluate": "eval"}
-SHARDED_KINDS = ("sample", "credit")
+COMPONENT = {"prepare": "data", "synthesize": "rollout", "train": "trainer", "sample": "rollout",
+             "credit": "rollout", "pairs": "rollout", "evaluate": "eval"}
+SHARDED_KINDS = ("synthesize", "sample", "credit")
 METRICS_PORT = 9090
 MASTER_PORT = 29500
 STORAGE_VOLUME, CONFIG_VOLUME = "storage", "stage-config"
@@ -149,6 +149,16 @@ def tracking_env(spec: ExperimentSpec) -> list[dict]:
             for field, env in MLFLOW_SECRET_ENV.items() if (ref := getattr(credentials, field)) is not None]
 
 
+def teacher_env(spec: ExperimentSpec, node: StageNode) -> list[dict]:
+    """The synthesize pods' API key of an endpoint teacher: the variable the stage reads (apiKeyEnv)
+    set from the Secret by the kubelet, so the key never passes through the operator or a config."""
+    endpoint = spec.teacher.endpoint if spec.teacher is not None and node.kind == "synthesize" else None
+    if endpoint is None or endpoint.api_key_secret is None:
+        return []
+    ref = endpoint.api_key_secret
+    return [{"name": endpoint.api_key_env, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]
+
+
 def storage_volume(spec: ExperimentSpec) -> dict:
     return {"name": STORAGE_VOLUME, "persistentVolumeClaim": {"claimName": spec.storage.claim_name}}
 
@@ -236,7 +246,8 @@ def stage_job(owner: Owner, spec: ExperimentSpec, node: StageNode) -> dict:
         args += ["--shard", f"$(JOB_COMPLETION_INDEX)/{shards}"]
     container = {
         "name": "stage", "image": spec.worker.image, "command": args,
-        "env": [_index_env(), {"name": "HOME", "value": "/tmp"}, *common_env(spec), *tracking_env(spec)],
+        "env": [_index_env(), {"name": "HOME", "value": "/tmp"}, *common_env(spec), *tracking_env(spec),
+                *teacher_env(spec, node)],
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
         "resources": resources(spec.worker.resources), "securityContext": RESTRICTED_CONTAINER,
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -246,8 +257,17 @@ def stage_job(owner: Owner, spec: ExperimentSpec, node: StageNode) -> dict:
         "containers": [container], "securityContext": restricted_pod(spec.worker.run_as_user),
         "volumes": _volumes(spec, owner, node) + [{"name": "tmp", "emptyDir": {}}],
     }
-    return _job(owner, spec, node, job_name(owner.name, node), pod, shards, spec.worker.backoff_limit,
+    return _job(owner, spec, node, job_name(owner.name, node), pod, shards, stage_backoff(spec, node),
                 spec.scheduling.worker, per_index=node.kind in SHARDED_KINDS)
+
+
+def stage_backoff(spec: ExperimentSpec, node: StageNode) -> int:
+    """Pod retries of a stage Job: worker.backoffLimit, except for the synthesize stage of an endpoint
+    with a cap on requests or tokens: a retried pod would spend its cap again, so a failed pod fails
+    the stage (spec.retry resumes it, keeping what it wrote)."""
+    endpoint = spec.teacher.endpoint if spec.teacher is not None and node.kind == "synthesize" else None
+    capped = endpoint is not None and (endpoint.max_requests is not None or endpoint.max_tokens_total is not None)
+    return 0 if capped else spec.worker.backoff_limit
 
 
 def _mounts(spec: ExperimentSpec) -> list[dict]:

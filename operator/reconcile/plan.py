@@ -8,7 +8,8 @@ Rules:
   samples a policy, that policy's sampler is ready. Children are created once: a running or
   finished stage is never re-rendered, so spec changes reach only stages that start later (and
   the samplers, which are re-applied whenever their rendering changes).
-- A sampler exists exactly while some runnable stage samples its policy; others are deleted.
+- A sampler exists exactly while some runnable stage samples its policy; others are deleted. The
+  served teacher is one too (`<experiment>-teacher`): it goes as soon as the synthesize stage is done.
 - `suspend`: samplers scale to zero, running Jobs are suspended, no Job is created.
 - Kueue: a Job with a LocalQueue is created suspended and its spec.suspend is never touched (Kueue
   unsuspends it on admission); `suspend` deactivates its Workload instead (Kueue's supported way),
@@ -68,7 +69,14 @@ from negrl_operator.reconcile.graph import storage_root as experiment_root
 from negrl_operator.reconcile.manifest import METRICS_PORT, Owner, job_name, stage_children
 from negrl_operator.reconcile.observation import JobState, Observed, PodReport
 from negrl_operator.reconcile.result import failure_message, job_summary, results
-from negrl_operator.reconcile.serving import sampler_deployment, sampler_name, sampler_service, server_ref
+from negrl_operator.reconcile.serving import (
+    SERVER_COMPONENTS,
+    sampler_deployment,
+    sampler_name,
+    sampler_service,
+    server_ref,
+    serving,
+)
 from negrl_operator.reconcile.storage import StorageCheck, storage_check
 
 SUMMARY_GRACE_S = 20.0  # a completed Job's pods may report their termination message a moment later
@@ -232,9 +240,13 @@ def _start(owner: Owner, spec: ExperimentSpec, nodes: list[StageNode], stages: l
         elif spec.suspend:
             updated.append(_reasoned(stage, "Suspended", "suspended", now))
         elif node.serves and node.serves not in ready:
-            updated.append(_waiting(stage, owner, node.serves, observed, now))
+            component = serving(spec, node.serves).component
+            updated.append(_waiting(stage, owner, component, node.serves, observed, now))
         else:
-            server = server_ref(owner, node.serves, spec.sampler.client_wait_s) if node.serves else None
+            server = None
+            if node.serves:  # the teacher's own concurrency; the samplers' is ServerRef's default
+                limit = serving(spec, node.serves).max_concurrency
+                server = server_ref(owner, node.serves, spec.sampler.client_wait_s, limit)
             config = stage_config(spec, node, root, server, experiment=owner.name, metrics_port=METRICS_PORT)
             result.apply += stage_children(owner, spec, node, config)
             updated.append(stage.model_copy(update={"state": "Running", "message": "", "reason": "", "since": None,
@@ -242,13 +254,15 @@ def _start(owner: Owner, spec: ExperimentSpec, nodes: list[StageNode], stages: l
     return updated
 
 
-def _waiting(stage: StageStatus, owner: Owner, policy: str, observed: Observed, now: datetime) -> StageStatus:
-    """Waiting for a sampler: SamplerNotReady for how long (whole minutes, so the status changes once a
-    minute, not every reconcile), with the sampler pods' or Deployment's own problem when there is one."""
+def _waiting(stage: StageStatus, owner: Owner, component: str, policy: str, observed: Observed,
+             now: datetime) -> StageStatus:
+    """Waiting for a sampler (or the served teacher): SamplerNotReady for how long (whole minutes, so the
+    status changes once a minute, not every reconcile), with its pods' or Deployment's own problem when
+    there is one."""
     name = sampler_name(owner.name, policy)
     waiting = _reasoned(stage.model_copy(update={"state": "Waiting"}), "SamplerNotReady", "", now)
     minutes = int((now - parse_time(waiting.since)).total_seconds() // 60) if waiting.since else 0
-    message = f"waiting for sampler {name} to be ready ({f'{minutes}m' if minutes else 'under 1m'})"
+    message = f"waiting for {component} {name} to be ready ({f'{minutes}m' if minutes else 'under 1m'})"
     deployment = observed.deployments.get(name)
     problems = [pod.problem for pod in observed.sampler_pods(policy) if pod.problem]
     problems += [deployment.problem] if deployment is not None and deployment.problem else []
@@ -259,9 +273,8 @@ def _waiting(stage: StageStatus, owner: Owner, policy: str, observed: Observed, 
 
 def _reconcile_samplers(owner: Owner, spec: ExperimentSpec, serve: list[str], observed: Observed, root: str,
                         result: Plan) -> None:
-    replicas = 0 if spec.suspend else spec.sampler.replicas
     for policy in serve:
-        name = sampler_name(owner.name, policy)
+        name, replicas = sampler_name(owner.name, policy), 0 if spec.suspend else serving(spec, policy).replicas
         deployment = sampler_deployment(owner, spec, policy, policy_model(spec, policy, root), replicas)
         service = sampler_service(owner, policy)
         current = observed.deployments.get(name)
@@ -276,7 +289,7 @@ def _unneeded_samplers(owner: Owner, serve: list[str], observed: Observed) -> li
     wanted = {sampler_name(owner.name, policy) for policy in serve}
     deployments = [ChildRef("Deployment", name) for name in sorted(observed.deployments) if name not in wanted]
     services = [ChildRef("Service", child.name) for child in observed.others.values()
-                if child.kind == "Service" and child.component == "sampler" and child.name not in wanted]
+                if child.kind == "Service" and child.component in SERVER_COMPONENTS and child.name not in wanted]
     return deployments + sorted(services, key=lambda ref: ref.name)
 
 

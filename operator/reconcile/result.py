@@ -1,6 +1,8 @@
 """Results of an experiment, read from the summaries its stage Jobs left (pure).
 
-Summary fields by stage (see termination.py): sample {questions, samples, correct, wrong,
+Summary fields by stage (see termination.py): synthesize {requests, prompt_tokens,
+generated_tokens, generated, accepted, kept, duplicates, contaminated, tokens_per_s, cost_tokens,
+dsyn_records, duplicate_problems, ...: sampler/stages/synthesize.py}, sample {questions, samples, correct, wrong,
 unparseable}, credit {negatives, pits, rollouts, generated_tokens}, pairs {rft, step_pairs,
 outcome_pairs}, evaluate {policy, questions, k, pass_at_1, pass_at_1_ci95: [low, high], pass_at_k}
 (the keys `negrl evaluate` writes: sampler/stages/evaluate.py). The status keeps them in its own
@@ -17,13 +19,17 @@ from negrl_operator.api.status import (
     PolicyResult,
     ResultCounts,
     StageStatus,
+    SynthesisResult,
     camel,
     camel_keys,
 )
 from negrl_operator.api.termination import shorten
 from negrl_operator.reconcile.observation import PodReport, parse_summary
 
-MERGED_KINDS = ("sample", "credit")  # shards of these add up; other stages report from pod 0
+MERGED_KINDS = ("synthesize", "sample", "credit")  # shards of these add up; other stages report from pod 0
+# Ratios of a merged summary, recomputed from the summed counts (a sum of the shards' ratios is not one):
+# kind -> {key: (numerator key, denominator key)}. Rates per second do add up: the shards run at once.
+MERGED_RATIOS = {"synthesize": {"acceptance_rate": ("accepted", "generated")}}
 # ResultCounts field <- (stage kind, summary key)
 COUNT_SOURCES: dict[str, tuple[str, str]] = {
     "questions": ("sample", "questions"), "samples": ("sample", "samples"), "positives": ("sample", "correct"),
@@ -42,7 +48,11 @@ def job_summary(kind: str, pods: list[PodReport], completions: int) -> tuple[dic
             by_index[pod.index] = summary
     missing = sum(1 for index in range(completions) if index not in by_index)
     if kind in MERGED_KINDS:
-        return camel_keys(merge_summaries([by_index[i] for i in sorted(by_index)])), missing
+        merged = merge_summaries([by_index[i] for i in sorted(by_index)])
+        for key, (numerator, denominator) in MERGED_RATIOS.get(kind, {}).items():
+            if key in merged and merged.get(denominator):
+                merged[key] = round(merged.get(numerator, 0) / merged[denominator], 4)
+        return camel_keys(merged), missing
     first = by_index.get(0, next(iter(by_index.values()), {}))
     return camel_keys(first), (0 if 0 in by_index else 1)
 
@@ -85,7 +95,27 @@ def results(stages: list[StageStatus], policy_of: dict[str, str]) -> ExperimentR
             counts[field] = int(sum(values))
     scored = [p for p in policies if p.accuracy is not None]
     best = max(scored, key=lambda p: p.accuracy, default=None)
+    synthesized = next((s for s in done if s.kind == "synthesize"), None)
     return ExperimentResults(
         policies=policies, counts=ResultCounts(**counts),
         best_policy=best.policy if best else None, best_accuracy=best.accuracy if best else None,
+        synthesis=synthesis_result(synthesized.summary) if synthesized else None,
+    )
+
+
+def synthesis_result(summary: dict[str, Any]) -> SynthesisResult:
+    """The synthesize stage's figures from its merged summary: dropped duplicates are repeated
+    solutions plus repeated new problems; D_syn's size is what the last shard wrote."""
+    summary = camel_keys(summary)
+
+    def count(*keys: str) -> int | None:
+        values = [_number(summary.get(key)) for key in keys]
+        found = [value for value in values if value is not None]
+        return int(sum(found)) if found else None
+
+    return SynthesisResult(
+        requests=count("requests"), generated_tokens=count("generatedTokens"),
+        tokens_per_s=_number(summary.get("tokensPerS")), acceptance_rate=_number(summary.get("acceptanceRate")),
+        duplicates=count("duplicates", "duplicateProblems"), contaminated=count("contaminated"),
+        cost_tokens=count("costTokens"), examples=count("dsynRecords"),
     )

@@ -87,7 +87,8 @@ def write_report(experiment: NegRLExperiment, summaries: dict, workdir: Path, wa
          "policies": [r.__dict__ for r in results], "table": rows, **science_json(evidence),
          "sft_curve": [point.__dict__ for point in curve],
          "training_health": [check.as_dict() for check in checks]}, indent=2))
-    counts = {name: s for name, s in summaries.items() if name.split("-s")[0] in {"sample", "credit", "step-pairs", "rft-data"}}
+    counts = {name: s for name, s in summaries.items()
+              if name.split("-s")[0] in {"synthesize", "sample", "credit", "step-pairs", "rft-data"}}
     untrained = sorted(name for name, summary in summaries.items() if summary.get("untrained"))
     report = [
         f"# NegRL run: {experiment.metadata.name}\n",

@@ -51,6 +51,9 @@ BASE = {
 }
 Path_ = tuple[str | int, ...]
 Mutation = tuple[Path_, Any]
+# Teachers a cluster runs (#22): an endpoint with its key in a Secret, a model served on GPUs of its own.
+ENDPOINT_TEACHER = {"baseUrl": "https://api.example.com/v1", "model": "big", "apiKeySecret": {"name": "teacher-key"}}
+SERVED_TEACHER = {"model": "/data/models/teacher-70b", "tensorParallel": 8, "resources": {"requests": {"cpu": 16}}}
 
 # Valid and just-invalid values of each value rule (the rule is found on the field's schema).
 RULE_SAMPLES: dict[str, list] = {
@@ -88,6 +91,9 @@ CROSS_FIELD: list[list[Mutation]] = [
     [(("sweep", "sftMultipliers"), [0]), (("data", "syntheticSize"), 10)],
     [(("sweep", "sftMultipliers"), [-2]), (("data", "syntheticSize"), 10)],
     [(("sweep", "sftMultipliers"), [2, 2]), (("data", "syntheticSize"), 10)],
+    [(("teacher", "endpoint"), ENDPOINT_TEACHER)], [(("teacher", "served"), SERVED_TEACHER)],
+    [(("teacher", "endpoint"), ENDPOINT_TEACHER), (("teacher", "served"), SERVED_TEACHER)],
+    [(("teacher", "served"), SERVED_TEACHER), (("scheduling", "teacher", "nodeSelector"), {"pool": "teacher"})],
 ]
 
 
@@ -312,8 +318,14 @@ INVALID: list[tuple[str, list[Mutation], str]] = [
     ("task-source", [(("data", "task"), "sequence")], "spec.data.task"),
     ("mount-path", [(("storage", "mountPath"), "data")], "spec.storage.mountPath"),
     ("validation-split", [(("stages", "eval", "split"), "validation")], "spec.stages.eval.split"),
-    ("teacher-on-a-cluster", [(("teacher",), {"endpoint": {"baseUrl": "http://127.0.0.1:9/v1", "model": "m"}})],
-     "spec.teacher"),
+    ("teacher-both-kinds", [(("teacher",), {"endpoint": ENDPOINT_TEACHER, "served": SERVED_TEACHER})],
+     "spec.teacher.endpoint"),
+    ("teacher-secret-name", [(("teacher",), {"endpoint": {**ENDPOINT_TEACHER, "apiKeySecret": {"name": "Teacher_Key"}}})],
+     "spec.teacher.endpoint.apiKeySecret.name"),
+    ("teacher-key-env", [(("teacher",), {"endpoint": {**ENDPOINT_TEACHER, "apiKeyEnv": "HF_TOKEN"}})],
+     "spec.teacher.endpoint.apiKeyEnv"),
+    ("teacher-queue-name", [(("teacher",), {"served": SERVED_TEACHER}), (("scheduling", "teacher", "queueName"), "q" * 64)],
+     "spec.scheduling.teacher.queueName"),
 ]
 
 

@@ -1,7 +1,11 @@
 """A user's first `kubectl apply`, on a node that runs the pods: the chart installed with helm from
 the locally built operator image, a one-seed star-graph experiment run by real stage pods (worker
 image), a real vLLM CPU sampler per policy (sampler-cpu image) reached through its Service name, to
-Succeeded; the status agrees with the artifacts on the volume; deleting it removes every child."""
+Succeeded; the status agrees with the artifacts on the volume; deleting it removes every child.
+
+Beside it, while it trains, a second experiment of two stages (prepare -> synthesize) has the
+operator serve a teacher (#22): the first experiment's tiny base model as a vLLM CPU Deployment of
+its own, called by a sharded synthesize Job, deleted once that stage is done."""
 
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ INSTANCE = "app.kubernetes.io/instance"
 GROUP, VERSION, PLURAL = "negrl.io", "v1alpha1", "negrlexperiments"
 SMALL = {"requests": {"cpu": "100m", "memory": "256Mi"}}
 RUN_TIMEOUT_S = 3000
+TEACHER_EXPERIMENT = "synthesis"
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +116,27 @@ def experiment_manifest(namespace: str, name: str, images: dict[str, str]) -> di
     return doc
 
 
+def teacher_manifest(namespace: str, base_model: str, images: dict[str, str]) -> dict:
+    """Two stages: prepare, then synthesize with a served teacher, the main experiment's tiny scratch
+    base model (untrained), asked for 2 solutions of each of the 64 training questions in one request
+    (n=2). An untrained model rarely finds a path, so D_syn may be empty: what is checked is the
+    teacher's Deployment, the synthesize Job calling it through its Service, and the figures."""
+    doc = experiment_manifest(namespace, TEACHER_EXPERIMENT, images)
+    spec = doc["spec"]
+    spec["stages"] = {stage: {"enabled": False}
+                      for stage in ("sft", "sampling", "rft", "credit", "stepDpo", "outcomeDpo", "eval")}
+    spec["teacher"] = {
+        "served": {"model": base_model, "gpus": 0, "maxModelLen": 64, "maxConcurrency": 8, "resources": SMALL},
+        "synthesis": {"solutionTemplate": spec["data"]["prompt"]["template"], "solutionsPerQuestion": 2,
+                      "temperature": 1.0, "maxTokens": 8},
+    }
+    return doc
+
+
+def stage_state(body: dict, name: str) -> str:
+    return next((s["state"] for s in (body.get("status") or {}).get("stages", []) if s["name"] == name), "")
+
+
 def children(api, namespace: str, name: str) -> dict[str, list]:
     selector = f"{INSTANCE}={name}"
     core, batch, apps = client.CoreV1Api(api), client.BatchV1Api(api), client.AppsV1Api(api)
@@ -142,6 +168,13 @@ def test_stargraph_experiment_runs_to_succeeded_on_real_pods(node_cluster, api, 
     path.write_text(yaml.safe_dump(experiment_manifest(namespace, name, node_cluster.images)))
     started, started_at = time.monotonic(), time.time()
     node_cluster.kubectl("apply", "-f", str(path))
+    # the teacher experiment serves this one's base model: applied once this one's prepare wrote it
+    body = wait_for("the base model", lambda: get_experiment(api, namespace, name),
+                    lambda found: stage_state(found, "prepare") in ("Succeeded", "Failed"), timeout=900)
+    base_model = f"/data/negrl/{namespace}/{name}/{body['metadata']['uid']}/prepare/model"
+    teacher_path = tmp_path / "teacher.yaml"
+    teacher_path.write_text(yaml.safe_dump(teacher_manifest(namespace, base_model, node_cluster.images)))
+    node_cluster.kubectl("apply", "-f", str(teacher_path))
     done = wait_for("the experiment to finish", lambda: get_experiment(api, namespace, name),
                     lambda body: (body.get("status") or {}).get("phase") in ("Succeeded", "Failed"),
                     timeout=RUN_TIMEOUT_S)
@@ -186,12 +219,37 @@ def test_stargraph_experiment_runs_to_succeeded_on_real_pods(node_cluster, api, 
     train_logs = node_cluster.kubectl("logs", f"job/{stages['sft']['job']}", "-n", namespace).stdout
     assert "progress: " in train_logs and "(100%)" in train_logs, train_logs[-2000:]
 
+    check_teacher(node_cluster, api, namespace, volume)
     check_monitoring(prometheus, started_at=started_at)
 
-    node_cluster.kubectl("delete", "nrx", name, "-n", namespace, "--wait=true", timeout=180)
-    wait_for("no children", lambda: children(api, namespace, name), lambda found: not any(found.values()),
-             timeout=180)
+    node_cluster.kubectl("delete", "nrx", name, TEACHER_EXPERIMENT, "-n", namespace, "--wait=true", timeout=180)
+    wait_for("no children", lambda: [children(api, namespace, owner) for owner in (name, TEACHER_EXPERIMENT)],
+             lambda found: not any(any(kinds.values()) for kinds in found), timeout=180)
     core.delete_namespace(namespace)
+
+
+def check_teacher(node_cluster, api, namespace: str, volume: Path) -> None:
+    """The teacher experiment: Succeeded; its status's synthesis figures are the stage manifest's (two
+    shards, one request of n=2 per question); the teacher was served (tokens generated) and is gone."""
+    done = wait_for("the teacher experiment", lambda: get_experiment(api, namespace, TEACHER_EXPERIMENT),
+                    lambda body: (body.get("status") or {}).get("phase") in ("Succeeded", "Failed"), timeout=600)
+    status = done["status"]
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)[:6000]
+    synthesize = next(s for s in status["stages"] if s["name"] == "synthesize")
+    print(f"e2e teacher experiment: synthesize {synthesize['startTime']} -> {synthesize['finishTime']}, "
+          f"experiment {status['startTime']} -> {status['finishTime']}")
+    root = volume / "negrl" / namespace / TEACHER_EXPERIMENT / done["metadata"]["uid"] / "synthesize"
+    manifest = json.loads((root / "manifest.json").read_text())
+    written, figures = manifest["summary"], status["results"]["synthesis"]
+    assert manifest["shards"] == 2 and (written["units"], written["requests"], written["generated"]) == (64, 64, 128)
+    assert written["generated_tokens"] > 0  # the teacher's vLLM server answered
+    assert (figures["requests"], figures["generatedTokens"], figures["costTokens"]) == (
+        64, written["generated_tokens"], written["prompt_tokens"] + written["generated_tokens"])
+    assert figures["acceptanceRate"] == round(written["accepted"] / 128, 4)
+    assert figures["examples"] == written["dsyn_records"] == len((root / "train.jsonl").read_text().splitlines())
+    assert not children(api, namespace, TEACHER_EXPERIMENT)["deployments"]  # the teacher is gone
+    logs = node_cluster.kubectl("logs", f"job/{synthesize['job']}", "-n", namespace).stdout
+    assert '"stage":"synthesize"' in logs, logs[-2000:]
 
 
 def check_monitoring(prometheus: Prometheus, started_at: float) -> None:
