@@ -18,6 +18,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from negrl_operator.api.pretrain import PretrainSpec, ScratchSpec
 from negrl_operator.api.resource import ResourceSpec
 from negrl_operator.api.secret_ref import SecretKeyRef
 from negrl_operator.api.stage_config import (
@@ -28,7 +29,6 @@ from negrl_operator.api.stage_config import (
     PairParams,
     PromptSpec,
     SamplingParams,
-    ScratchModelSpec,
     SelectionParams,
     Strict,
     Task,
@@ -120,7 +120,7 @@ class ModelSpec(Strict):
     token_secret: SecretKeyRef | None = Field(
         None, description="Secret with a Hugging Face token, passed as HF_TOKEN to every pod that loads the model."
     )
-    scratch: ScratchModelSpec | None = Field(
+    scratch: ScratchSpec | None = Field(
         None, description="Initialise a tiny model from scratch (built by the prepare stage) instead of loading "
         "`name`, which then only labels it. For CPU examples such as the star graph.",
     )
@@ -363,6 +363,18 @@ EXTERNAL_RULES[SweepSpec] = (
 )
 
 
+# PretrainSpec checks its chain lengths itself (distinct); the API server needs the rule as CEL.
+EXTERNAL_RULES[PretrainSpec] = (
+    CrossFieldRule("self.chainLengths.all(c, self.chainLengths.exists_one(d, d == c))",
+                   "chainLengths must be distinct: list each chain length once", ".chainLengths"),
+)
+
+
+def _pretrain_source_ok(spec: ExperimentSpec) -> bool:
+    scratch = spec.model.scratch
+    return scratch is None or scratch.pretrain is None or spec.data.source.kind == "arithmetic"
+
+
 # TeacherSpec, TeacherEndpointSpec and SynthesisParams check themselves; the API server needs them as CEL.
 EXTERNAL_RULES[TeacherSpec] = (
     CrossFieldRule("has(self.endpoint) != has(self.served)",
@@ -493,6 +505,11 @@ class ExperimentSpec(Checked):
             "self.data.source.kind != 'arithmetic' || self.data.task == 'gsm8k'",
             "source kind arithmetic writes GSM8K-style solutions (`#### N`): set data.task gsm8k", ".data.task",
             lambda s: s.data.source.kind != "arithmetic" or s.data.task == "gsm8k",
+        ),
+        CrossFieldRule(
+            "!has(self.model.scratch) || !has(self.model.scratch.pretrain) || self.data.source.kind == 'arithmetic'",
+            "pretraining uses the arithmetic task's pretrain family, so it needs data.source.kind arithmetic: "
+            "set that source or remove model.scratch.pretrain", ".model.scratch.pretrain", _pretrain_source_ok,
         ),
         CrossFieldRule(
             "size(self.sweep.sftMultipliers) == 0 || (has(self.data.syntheticSize) && self.stages.sft.enabled)",

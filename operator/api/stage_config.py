@@ -307,6 +307,7 @@ GENERATED_SOURCES = ("stargraph", "arithmetic")
 PREPARED_TRAIN = "train.jsonl"
 PREPARED_TEST = "test.jsonl"
 PREPARED_VALIDATION = "validation.jsonl"
+PREPARED_PRETRAIN = "pretrain.jsonl"  # the shared base's pretraining family (model.scratch.pretrain)
 
 
 class DataSourceSpec(Strict):
@@ -365,9 +366,41 @@ class ScratchModelSpec(Strict):
     seed: int = Field(0, ge=0, description="Initialisation seed.")
 
 
+class PretrainDataSpec(Strict):
+    """The pretraining family of the arithmetic task (its own hash bucket, disjoint from train,
+    validation and test): `examples` distinct questions, the chain lengths in equal shares."""
+
+    examples: int = Field(ge=1, le=10000000, description="Distinct pretraining questions.")
+    chain_lengths: list[Annotated[int, Field(ge=1, le=12)]] = Field(
+        min_length=1, max_length=12,
+        description="Distinct chain lengths (events per problem, 1..12) mixed in equal shares (the first gets the "
+        "remainder); usually other lengths than data.source.chainLength, so the base learns the language and "
+        "the arithmetic but not the target family.",
+    )
+    quantities: int | None = Field(
+        None, ge=2, le=6, description="People whose counts a pretraining problem tracks; unset: data.source's.",
+    )
+    interact: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="Probability that an event adds another person's count; unset: data.source's.",
+    )
+
+    @model_validator(mode="after")
+    def _distinct_chain_lengths(self):
+        if len(set(self.chain_lengths)) != len(self.chain_lengths):
+            raise ValueError(f"chainLengths must be distinct, got {self.chain_lengths}: list each length once")
+        return self
+
+    def shares(self) -> list[tuple[int, int]]:
+        """(chain length, questions) in the order given: equal shares, the remainder to the first."""
+        share, remainder = divmod(self.examples, len(self.chain_lengths))
+        return [(length, share + (remainder if index == 0 else 0)) for index, length in enumerate(self.chain_lengths)]
+
+
 class PrepareStageConfig(StageBase):
     """Materialises `<output_dir>/train.jsonl` and `<output_dir>/test.jsonl` as Question lines
-    ({id, question, answer, solution}) from the source; the first `train_size` training questions only."""
+    ({id, question, answer, solution}) from the source; the first `train_size` training questions only.
+    With `pretrain` (arithmetic sources) also `<output_dir>/pretrain.jsonl`."""
 
     kind: Literal["prepare"] = "prepare"
     task: Task
@@ -382,6 +415,18 @@ class PrepareStageConfig(StageBase):
         "<output_dir>/model for seed 0, <output_dir>/model-s<seed> for the others.",
     )
     prompt: PromptSpec = Field(default_factory=PromptSpec, description="Its words join a word-level vocabulary.")
+    # left out of the JSON when unset, so configs (and inputs hashes) of runs without it stay as they were
+    pretrain: PretrainDataSpec | None = Field(
+        None, exclude_if=lambda value: value is None,
+        description="Also write the pretraining family into <output_dir>/pretrain.jsonl (arithmetic only).",
+    )
+
+    @model_validator(mode="after")
+    def _pretrain_needs_arithmetic(self):
+        if self.pretrain is not None and self.source.kind != "arithmetic":
+            raise ValueError(f"pretrain needs source kind arithmetic, got {self.source.kind!r}: drop pretrain or "
+                             "use the arithmetic source")
+        return self
 
 
 StageConfig = Annotated[

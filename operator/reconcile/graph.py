@@ -1,6 +1,6 @@
 """The stage graph of an experiment and each stage's config: shared by the operator and `negrl run`.
 
-    prepare [-> synthesize] -> sft -> sample -> rft-data (pairs: rft, outcome) -> rft, outcome-dpo
+    prepare [-> pretrain] [-> synthesize] -> sft -> sample -> rft-data (pairs: rft, outcome) -> rft, outcome-dpo
                              -> credit -> step-pairs (pairs: step) -> step-dpo
             -> eval-<policy> for every policy (sft, rft, outcome-dpo, step-dpo, sft-x<k>)
 
@@ -8,7 +8,10 @@ A policy is named after the training stage that produces it; its weights are
 `<storage_root>/<policy>/model`. With SFT disabled the base model is the policy `base`. With several
 seeds every node but `prepare` (and `base`'s) gets `-s<seed>`. With spec.teacher a `synthesize`
 stage writes D_syn (`synthesize/train.jsonl`), which SFT, sampling and the pairs read instead of
-prepare's training split; a served teacher is served like a policy, named `teacher`. Pure functions only.
+prepare's training split; a served teacher is served like a policy, named `teacher`. With
+model.scratch.pretrain one `pretrain` stage (shared by all seeds) trains the seed-0 scratch model on
+`prepare/pretrain.jsonl`, and its model is the base: every SFT and what else starts from the base
+waits for it. Pure functions only.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from negrl_operator.api.experiment import STORAGE_REQUIRED, ExperimentSpec
+from negrl_operator.api.pretrain import PRETRAIN
 from negrl_operator.api.stage_config import (
     PAIR_FILES,
+    PREPARED_PRETRAIN,
     PREPARED_TEST,
     PREPARED_TRAIN,
     PREPARED_VALIDATION,
@@ -45,7 +50,7 @@ SYNTHESIZE = "synthesize"
 class StageNode:
     name: str
     kind: NodeKind
-    role: str  # prepare, sft, sample, rft-data, credit, step-pairs, rft, outcome-dpo, step-dpo, eval
+    role: str  # prepare, pretrain, sft, sample, rft-data, credit, step-pairs, rft, outcome-dpo, step-dpo, eval
     needs: tuple[str, ...] = ()
     serves: str | None = None  # the policy a sampler must serve while this stage runs
     produces: str | None = None  # the policy this training stage writes
@@ -56,6 +61,8 @@ class StageNode:
 def stage_graph(spec: ExperimentSpec) -> list[StageNode]:
     """Every stage the spec asks for, dependencies first."""
     nodes = [StageNode(PREPARE, "prepare", "prepare")]
+    if pretraining(spec):  # one base for every seed and sweep point
+        nodes.append(StageNode(PRETRAIN, "train", "pretrain", (PREPARE,), produces=PRETRAIN))
     if spec.teacher is not None:  # one D_syn for every seed: the teacher's data is the experiment's input
         serves = TEACHER_POLICY if spec.teacher.served is not None else None
         nodes.append(StageNode(SYNTHESIZE, "synthesize", "synthesize", (PREPARE,), serves=serves))
@@ -70,23 +77,23 @@ def _seed_chain(spec: ExperimentSpec, seed: int, suffixed: bool) -> list[StageNo
     def named(base: str) -> str:
         return f"{base}-s{seed}" if suffixed else base
 
-    stages, nodes, data = spec.stages, [], training_source(spec)
+    stages, nodes, data, base = spec.stages, [], training_source(spec), base_needs(spec)
     sft = named("sft") if stages.sft.enabled else BASE_POLICY
-    sft_needs = (sft,) if stages.sft.enabled else ()
+    sft_needs = (sft,) if stages.sft.enabled else base
     policies = [sft]
     if stages.sft.enabled:
-        nodes.append(StageNode(sft, "train", "sft", (data,), produces=sft, seed=seed))
+        nodes.append(StageNode(sft, "train", "sft", (data, *base), produces=sft, seed=seed))
     if stages.sampling.enabled:
         nodes += _sampling_chain(spec, seed, named, sft, sft_needs)
         policies += [node.produces for node in nodes if node.produces and node.role != "sft"]
     if stages.sft.enabled:  # after the methods: a local run reaches its methods' results first
         for factor in spec.sweep.sft_multipliers:
             name = named(f"sft-x{factor}")
-            nodes.append(StageNode(name, "train", "sft", (data,), produces=name, seed=seed, multiplier=factor))
+            nodes.append(StageNode(name, "train", "sft", (data, *base), produces=name, seed=seed, multiplier=factor))
             policies.append(name)
     if stages.eval.enabled:
         nodes += [
-            StageNode(f"eval-{policy}", "evaluate", "eval", (PREPARE, *(() if policy == BASE_POLICY else (policy,))),
+            StageNode(f"eval-{policy}", "evaluate", "eval", (PREPARE, *(base if policy == BASE_POLICY else (policy,))),
                       serves=policy, seed=seed)
             for policy in policies
         ]
@@ -104,7 +111,7 @@ def _sampling_chain(spec: ExperimentSpec, seed: int, named, sft: str, sft_needs:
         data = named("rft-data")
         nodes.append(StageNode(data, "pairs", "rft-data", (sample,), seed=seed))
         if stages.rft.enabled:
-            init_needs = sft_needs if stages.rft.init == "sft" else ()
+            init_needs = sft_needs if stages.rft.init == "sft" else base_needs(spec)
             nodes.append(StageNode(named("rft"), "train", "rft", (data, *init_needs), produces=named("rft"), seed=seed))
     outcome = []
     if stages.outcome_dpo.enabled:
@@ -126,6 +133,16 @@ def _sampling_chain(spec: ExperimentSpec, seed: int, named, sft: str, sft_needs:
 def training_source(spec: ExperimentSpec) -> str:
     """The stage whose `train.jsonl` is D_syn: the teacher's when there is one, else prepare's."""
     return SYNTHESIZE if spec.teacher is not None else PREPARE
+
+
+def pretraining(spec: ExperimentSpec) -> bool:
+    """The base is the shared pretrained model (model.scratch.pretrain), not the scratch model itself."""
+    return spec.model.scratch is not None and spec.model.scratch.pretrain is not None
+
+
+def base_needs(spec: ExperimentSpec) -> tuple[str, ...]:
+    """What a stage that starts from (or serves) the base model waits for."""
+    return (PRETRAIN,) if pretraining(spec) else ()
 
 
 def matched_pairs(spec: ExperimentSpec) -> bool:
@@ -159,10 +176,18 @@ def stage_dir(storage_root: str, name: str) -> str:
 
 
 def base_model(spec: ExperimentSpec, storage_root: str, seed: int = 0) -> str:
-    """The base model: `model.name`, or the from-scratch model the prepare stage builds for `seed`
-    (seeds are independent down to the initialisation: `model` for seed 0, `model-s<seed>` else)."""
+    """The base model: `model.name`, the pretrain stage's model (shared by every seed), or the
+    from-scratch model the prepare stage builds for `seed`."""
     if not spec.model.scratch:
         return spec.model.name
+    if pretraining(spec):
+        return f"{stage_dir(storage_root, PRETRAIN)}/model"
+    return scratch_model(storage_root, seed)
+
+
+def scratch_model(storage_root: str, seed: int) -> str:
+    """The from-scratch model the prepare stage builds for `seed` (seeds are independent down to the
+    initialisation: `model` for seed 0, `model-s<seed>` else)."""
     return f"{stage_dir(storage_root, PREPARE)}/{scratch_model_folder(seed)}"
 
 
@@ -240,8 +265,13 @@ def _synthesize_config(spec, node, root, server, common) -> SynthesizeStageConfi
 
 
 def _prepare_config(spec, node, root, server, common) -> PrepareStageConfig:
+    scratch = spec.model.scratch
+    pretrain = scratch.pretrain if scratch is not None else None
+    # with a pretrained base only the seed-0 scratch model is trained on: the seeds share the base
     return PrepareStageConfig(**common, task=spec.data.task, source=spec.data.source, train_size=_largest_point(spec),
-                              scratch_model=spec.model.scratch, scratch_seeds=list(spec.seeds), prompt=spec.data.prompt)
+                              scratch_model=scratch.model_shape() if scratch is not None else None,
+                              scratch_seeds=[0] if pretrain is not None else list(spec.seeds), prompt=spec.data.prompt,
+                              pretrain=pretrain.data() if pretrain is not None else None)
 
 
 def _sampled_questions(spec: ExperimentSpec) -> int | None:
@@ -309,6 +339,11 @@ def _train_params(spec: ExperimentSpec, params: TrainParams, seed: int) -> Train
 
 def _train_config(spec, node, root, server, common) -> TrainStageConfig:
     stages, sft = spec.stages, sft_policy(node, spec)
+    if node.role == "pretrain":
+        return TrainStageConfig(
+            **common, stage="sft", model_path=scratch_model(root, 0), data=[_questions(root, PREPARED_PRETRAIN)],
+            prompt=spec.data.prompt, params=_train_params(spec, spec.model.scratch.pretrain.params, node.seed),
+        )
     if node.role == "sft":
         synthetic = spec.data.synthetic_size
         return TrainStageConfig(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 from pathlib import Path
 
 from negrl_operator.api.artifact import MANIFEST, inputs_hash, stage_done, stage_manifest, write_json_atomic
 from negrl_operator.api.stage_config import (
+    PREPARED_PRETRAIN,
     PREPARED_TEST,
     PREPARED_TRAIN,
     PREPARED_VALIDATION,
@@ -31,8 +33,25 @@ def arithmetic_splits(config: PrepareStageConfig) -> dict:
              "interact": source.interact, "seed": source.seed}
     sizes = {PREPARED_TRAIN: min(source.train_size, config.train_size or source.train_size),
              PREPARED_TEST: source.test_size, PREPARED_VALIDATION: source.validation_size}
-    return {name: arithmetic_questions(size, name.removesuffix(".jsonl"), prefix=name.removesuffix(".jsonl"), **knobs)
-            for name, size in sizes.items() if size}
+    out = {name: arithmetic_questions(size, name.removesuffix(".jsonl"), prefix=name.removesuffix(".jsonl"), **knobs)
+           for name, size in sizes.items() if size}
+    if config.pretrain is not None:
+        out[PREPARED_PRETRAIN] = pretrain_questions(config)
+    return out
+
+
+def pretrain_questions(config: PrepareStageConfig) -> list[dict]:
+    """The pretraining family: each chain length's share from the `pretrain` bucket (ids
+    `pretrain-c<length>-<i>`), interleaved by a shuffle seeded with the source's seed."""
+    source, pretrain = config.source, config.pretrain
+    knobs = {"quantities": pretrain.quantities if pretrain.quantities is not None else source.quantities,
+             "interact": pretrain.interact if pretrain.interact is not None else source.interact,
+             "max_value": source.max_value, "seed": source.seed}
+    questions = [question for length, count in pretrain.shares()
+                 for question in arithmetic_questions(count, "pretrain", chain_length=length,
+                                                      prefix=f"pretrain-c{length}", **knobs)]
+    random.Random(f"negrl-pretrain/{source.seed}").shuffle(questions)
+    return questions
 
 
 def splits(config: PrepareStageConfig) -> dict:

@@ -22,7 +22,7 @@ FORBIDDEN = (
 PURE_CORE = (
     "negrl_operator.api.exit_code", "negrl_operator.api.experiment", "negrl_operator.api.stage_config", "negrl_operator.api.status",
     "negrl_operator.api.crd", "negrl_operator.api.artifact", "negrl_operator.api.termination",
-    "negrl_operator.api.progress",
+    "negrl_operator.api.progress", "negrl_operator.api.pretrain", "negrl_operator.api.teacher", "negrl_operator.api.resource",
     "negrl_operator.reconcile.graph", "negrl_operator.reconcile.plan", "negrl_operator.reconcile.manifest",
     "negrl_operator.reconcile.serving", "negrl_operator.reconcile.observation",
     "negrl_operator.reconcile.result", "negrl_operator.reconcile.condition", "negrl_operator.reconcile.cleanup",
