@@ -188,8 +188,11 @@ def test_examples_run_to_succeeded_under_kueue(batch_controllers, kube_cluster, 
                         lambda body: (body.get("status") or {}).get("phase") in ("Succeeded", "Failed"), timeout=300)
     assert done["status"]["phase"] == "Succeeded", done["status"]["message"]
     queued = [job for job in children(api, namespace, "ex")["jobs"] if job.metadata.labels.get("kueue.x-k8s.io/queue-name")]
-    suspended = [(job.metadata.labels, shown(job)) for job in queued if job.spec.suspend]
-    assert queued and not suspended, (suspended, shown(done))  # seen once in CI, cause unknown: show them
+    # Every queued Job was created suspended, so one that completed was let run by Kueue. Whether a
+    # finished Job reads suspend again is Kueue's business (seen in CI: a completed eval Job with
+    # suspend true once its Workload finished), so completion is what is asserted, not the flag.
+    unfinished = [(job.metadata.labels, shown(job)) for job in queued if not job.status.succeeded]
+    assert queued and not unfinished, (unfinished, shown(done))
     workloads = client.CustomObjectsApi(api).list_namespaced_custom_object(*KUEUE, namespace, "workloads")["items"]
     admitted = {w["metadata"]["labels"]["kueue.x-k8s.io/job-uid"] for w in workloads
                 if any(c["type"] == "Admitted" and c["status"] == "True" for c in w["status"].get("conditions", []))

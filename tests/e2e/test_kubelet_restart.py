@@ -41,10 +41,11 @@ def chart(node_cluster):
 
 
 def long_sft(namespace: str, name: str, images: dict[str, str]) -> dict:
-    """The star-graph experiment with one SFT pod that trains for a few minutes (300 steps)."""
+    """The star-graph experiment with one SFT pod that trains for a minute or two (150 steps: long
+    enough that the kubelet restart lands mid-stage, which the test asserts)."""
     doc = experiment_manifest(namespace, name, images)
     doc["spec"]["trainer"].update(nodes=1, resources=SMALL)
-    doc["spec"]["stages"]["sft"]["params"]["minSteps"] = 300
+    doc["spec"]["stages"]["sft"]["params"]["minSteps"] = 150
     return doc
 
 
