@@ -23,11 +23,13 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+import negrl_trainer
 from negrl_operator.api.artifact import MANIFEST, inputs_hash, stage_done, write_json_atomic
 from negrl_operator.api.exit_code import ConfigError
 from negrl_operator.api.experiment import NegRLExperiment
 from negrl_operator.api.progress import is_progress_line
 from negrl_operator.api.stage_config import ServerRef, read_input, validation_problems
+from negrl_operator.local.stage_cache import cache_dir, cache_key, file_digests, restore, store
 from negrl_operator.local.view import RunView, run_view
 from negrl_operator.reconcile.graph import (
     StageNode,
@@ -39,6 +41,8 @@ from negrl_operator.reconcile.graph import (
 )
 from negrl_operator.report.writer import write_report
 from negrl_sampler.serving.local_server import ServerStartError, stop_process_group, vllm_available
+
+CACHED_ROLES = {"pretrain"}  # the longest stage, and the same in every run that shares its base
 
 
 class StageFailed(RuntimeError):
@@ -143,6 +147,22 @@ def run_stage(node: StageNode, config, workdir: Path, relay=lambda node, line: N
     return stage_summary(workdir, node.name)
 
 
+def run_cached(node: StageNode, config, workdir: Path, relay=lambda node, line: None) -> dict:
+    """A stage kept by content under ~/.cache/negrl/stages: restored when this machine did it before
+    with the same config and inputs, else run and kept."""
+    root, stage_dir = str(workdir / "artifacts"), workdir / "artifacts" / node.name
+    code = Path(negrl_trainer.__file__).parent
+    key = cache_key(config, root, file_digests([code, Path(config.model_path), *map(Path, config.data)]))
+    summary = restore(key, stage_dir, config)
+    if summary is None:
+        summary = run_stage(node, config, workdir, relay)
+        store(key, stage_dir, summary)
+        return summary
+    relay(node, f"{node.name}: restored from the stage cache, {cache_dir() / key}")
+    write_json_atomic(workdir / "logs" / f"{node.name}.summary.json", summary)
+    return summary
+
+
 def finished_stages(spec, nodes: list[StageNode], root: str) -> set[str]:
     """Stages whose manifest matches the inputs they would run with now (the URL is not an input)
     and is newer than the manifests of the stages it read: a rerun upstream invalidates it."""
@@ -177,7 +197,8 @@ def run_experiment(experiment: NegRLExperiment, workdir: Path, backend: str, vie
             config = stage_config(spec, node, root, server, experiment=experiment.metadata.name)
             clear_stale(Path(root) / node.name)
             view.started(node)
-            summary = run_stage(node, config, workdir, view.relay)
+            run = run_cached if node.role in CACHED_ROLES else run_stage
+            summary = run(node, config, workdir, view.relay)
             done.add(node.name)
             view.finished(node, summary)
     finally:
