@@ -10,7 +10,11 @@ checkpoint of each point it prints which part of the first wrong line went wrong
 count before the event, the operator, the operand, the result), from the task's line checker.
 
   python bench/arithmetic_regime.py --max-value 20 --quantities 3 --chain-length 4 \
-      --pretrain 192000 --pretrain-chains 1 2 --sizes 500 1000 2000 4000 --epochs 3 --min-steps 200
+      --pretrain 1,2:192000:1e-3 --sizes 500 1000 2000 4000 --epochs 3 --min-steps 200
+Pretraining runs in phases (a curriculum), each one epoch over its own questions of the given chain
+lengths: `--pretrain 1,2:288000:1e-3 1,2,3,4:80000:5e-4`; `--pretrain-max-value` draws them from a
+smaller range than the task's (the numbers above it are then new to the base); `--save-base DIR` keeps
+the base and `--base DIR` starts from a kept one instead of pretraining.
 Last lines: `n=<size> best validation accuracy <acc> at step <step>`, one per point.
 
 The loop is plain PyTorch on one process (no DeepSpeed, no stage start-up), so a probe costs minutes;
@@ -121,6 +125,26 @@ def train(model, tokenizer, records, *, epochs, min_steps, lr, batch, seed, vali
     return best
 
 
+def pretrain_phase(text: str) -> tuple[list[int], int, float]:
+    chains, questions, lr = text.split(":")
+    return [int(chain) for chain in chains.split(",")], int(questions), float(lr)
+
+
+def pretrain(base, tokenizer, args, validation):
+    """Each phase one epoch over fresh questions of its chain lengths (the `pretrain` bucket), in order."""
+    knobs = dict(quantities=args.quantities, max_value=args.pretrain_max_value or args.max_value,
+                 interact=args.interact)
+    for index, (chains, questions, lr) in enumerate(args.pretrain):
+        family = [q for chain in chains for q in arithmetic_questions(
+            questions // len(chains), "pretrain", chain_length=chain, prefix=f"p{chain}", seed=index, **knobs)]
+        random.Random(args.seed + index).shuffle(family)
+        train(base, tokenizer, family, epochs=1.0, min_steps=0, lr=lr, batch=args.batch, seed=args.seed + index,
+              validation=None, evaluations=args.evaluations, label=f"pretrain {index + 1}")
+        accuracy, anatomy = score(base, tokenizer, validation)
+        print(f"base after phase {index + 1}: validation {accuracy:.3f}; first wrong line: {anatomy.most_common(5)}")
+    return base
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
@@ -128,8 +152,9 @@ def main(argv=None) -> None:
     add("--max-value", type=int, default=20), add("--interact", type=float, default=0.3)
     add("--sizes", type=int, nargs="+", default=[500, 1000, 2000, 4000])
     add("--epochs", type=float, default=3.0), add("--min-steps", type=int, default=200)
-    add("--pretrain", type=int, default=0, help="pretrain questions (0: none)")
-    add("--pretrain-chains", type=int, nargs="+", default=[1, 2]), add("--pretrain-epochs", type=float, default=1.0)
+    add("--pretrain", nargs="*", default=[], type=pretrain_phase, help="phases CHAINS:QUESTIONS:LR, in order")
+    add("--pretrain-max-value", type=int, help="the pretraining questions' range (default: --max-value)")
+    add("--base", help="a kept base (--save-base) to start from instead of pretraining"), add("--save-base")
     add("--hidden", type=int, default=128), add("--layers", type=int, default=4), add("--heads", type=int, default=2)
     add("--lr", type=float, default=1e-3), add("--batch", type=int, default=32)
     add("--validation", type=int, default=300), add("--evaluations", type=int, default=5)
@@ -144,18 +169,13 @@ def main(argv=None) -> None:
     build_scratch_model(folder, words=[*vocabulary(args.max_value), "Answer:"], hidden=args.hidden,
                         layers=args.layers, heads=args.heads, max_positions=256, seed=args.seed)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    if args.pretrain:
-        share = args.pretrain // len(args.pretrain_chains)
-        family = [q for chain in args.pretrain_chains for q in arithmetic_questions(
-            share, "pretrain", chain_length=chain, prefix=f"p{chain}", **knobs)]
-        random.Random(args.seed).shuffle(family)
-        base = AutoModelForCausalLM.from_pretrained(folder)
-        train(base, tokenizer, family, epochs=args.pretrain_epochs, min_steps=0, lr=args.lr, batch=args.batch,
-              seed=args.seed, validation=None, evaluations=args.evaluations, label="pretrain")
-        accuracy, anatomy = score(base, tokenizer, validation)
-        print(f"base after pretraining: validation {accuracy:.3f}; first wrong line: {anatomy.most_common(5)}")
-        folder = f"{folder}/pretrained"
+    if args.base:
+        folder = args.base
+    elif args.pretrain:
+        base = pretrain(AutoModelForCausalLM.from_pretrained(folder), tokenizer, args, validation)
+        folder = args.save_base or f"{folder}/pretrained"
         base.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
     for size in args.sizes:
         model = AutoModelForCausalLM.from_pretrained(folder)
         accuracy, step, anatomy = train(
