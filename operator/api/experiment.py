@@ -375,6 +375,12 @@ def _pretrain_source_ok(spec: ExperimentSpec) -> bool:
     return scratch is None or scratch.pretrain is None or spec.data.source.kind == "arithmetic"
 
 
+def _pretrain_range_ok(spec: ExperimentSpec) -> bool:
+    scratch = spec.model.scratch
+    pretrain = scratch.pretrain if scratch is not None else None
+    return pretrain is None or pretrain.max_value is None or pretrain.max_value <= spec.data.source.max_value
+
+
 # TeacherSpec, TeacherEndpointSpec and SynthesisParams check themselves; the API server needs them as CEL.
 EXTERNAL_RULES[TeacherSpec] = (
     CrossFieldRule("has(self.endpoint) != has(self.served)",
@@ -510,6 +516,13 @@ class ExperimentSpec(Checked):
             "!has(self.model.scratch) || !has(self.model.scratch.pretrain) || self.data.source.kind == 'arithmetic'",
             "pretraining uses the arithmetic task's pretrain family, so it needs data.source.kind arithmetic: "
             "set that source or remove model.scratch.pretrain", ".model.scratch.pretrain", _pretrain_source_ok,
+        ),
+        CrossFieldRule(
+            "!has(self.model.scratch) || !has(self.model.scratch.pretrain) || "
+            "!has(self.model.scratch.pretrain.maxValue) || "
+            "self.model.scratch.pretrain.maxValue <= self.data.source.maxValue",
+            "must be at most data.source.maxValue, since the vocabulary is the "
+            "source's: lower it or unset it", ".model.scratch.pretrain.maxValue", _pretrain_range_ok,
         ),
         CrossFieldRule(
             "size(self.sweep.sftMultipliers) == 0 || (has(self.data.syntheticSize) && self.stages.sft.enabled)",

@@ -366,6 +366,10 @@ class ScratchModelSpec(Strict):
     seed: int = Field(0, ge=0, description="Initialisation seed.")
 
 
+PRETRAIN_RANGE = ("pretrain maxValue {} exceeds data.source.maxValue {}: the vocabulary is the source's, so "
+                  "pretraining counts must lie within it; lower model.scratch.pretrain.maxValue or unset it")
+
+
 class PretrainDataSpec(Strict):
     """The pretraining family of the arithmetic task (its own hash bucket, disjoint from train,
     validation and test): `examples` distinct questions, the chain lengths in equal shares."""
@@ -383,6 +387,12 @@ class PretrainDataSpec(Strict):
     interact: float | None = Field(
         None, ge=0.0, le=1.0,
         description="Probability that an event adds another person's count; unset: data.source's.",
+    )
+    max_value: int | None = Field(
+        None, ge=1, le=10000,
+        description="Largest count in a pretraining problem, at most data.source.maxValue (the vocabulary stays "
+        "the source's: the numbers above this one are then new to the base, and the task's data must teach "
+        "them); unset: data.source's.",
     )
 
     @model_validator(mode="after")
@@ -426,6 +436,8 @@ class PrepareStageConfig(StageBase):
         if self.pretrain is not None and self.source.kind != "arithmetic":
             raise ValueError(f"pretrain needs source kind arithmetic, got {self.source.kind!r}: drop pretrain or "
                              "use the arithmetic source")
+        if self.pretrain is not None and (self.pretrain.max_value or 0) > self.source.max_value:
+            raise ValueError(PRETRAIN_RANGE.format(self.pretrain.max_value, self.source.max_value))
         return self
 
 

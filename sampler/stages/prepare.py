@@ -46,7 +46,7 @@ def pretrain_questions(config: PrepareStageConfig) -> list[dict]:
     source, pretrain = config.source, config.pretrain
     knobs = {"quantities": pretrain.quantities if pretrain.quantities is not None else source.quantities,
              "interact": pretrain.interact if pretrain.interact is not None else source.interact,
-             "max_value": source.max_value, "seed": source.seed}
+             "max_value": pretrain.max_value or source.max_value, "seed": source.seed}
     questions = [question for length, count in pretrain.shares()
                  for question in arithmetic_questions(count, "pretrain", chain_length=length,
                                                       prefix=f"pretrain-c{length}", **knobs)]

@@ -74,8 +74,11 @@ def test_chain_lengths_share_the_examples_equally(examples, lengths, shares):
                  "chainLengths must be distinct, got [3, 5, 3]: list each length once", id="repeated-length"),
     pytest.param({"model__scratch__pretrain": {"examples": 0, "chainLengths": [3]}},
                  "examples\n  Input should be greater than or equal to 1", id="no-examples"),
-    pytest.param({"model__scratch__pretrain": {"examples": 5, "chainLengths": [3], "maxValue": 99}},
-                 "maxValue\n  Extra inputs are not permitted", id="max-value-is-the-sources"),
+    pytest.param({"model__scratch__pretrain": {"examples": 5, "chainLengths": [3], "maxValue": 51}},
+                 "model.scratch.pretrain.maxValue: must be at most data.source.maxValue, since the vocabulary is "
+                 "the source's: lower it or unset it", id="max-value-above-the-sources"),
+    pytest.param({"model__scratch__pretrain": {"examples": 5, "chainLengths": [3], "maxValue": 0}},
+                 "maxValue\n  Input should be greater than or equal to 1", id="max-value-0"),
 ])
 def test_invalid_pretrain_is_refused_naming_the_field(changes, message):
     doc = spec_with(model={"name": "tiny", "scratch": {"pretrain": PRETRAIN}}, data=ARITHMETIC)
@@ -102,6 +105,9 @@ def test_the_crd_carries_both_rules_as_cel():
     rules = {rule["fieldPath"]: rule["rule"] for rule in spec["x-kubernetes-validations"] if "fieldPath" in rule}
     assert rules[".model.scratch.pretrain"] == ("!has(self.model.scratch) || !has(self.model.scratch.pretrain) || "
                                                 "self.data.source.kind == 'arithmetic'")
+    assert rules[".model.scratch.pretrain.maxValue"] == (
+        "!has(self.model.scratch) || !has(self.model.scratch.pretrain) || !has(self.model.scratch.pretrain.maxValue) "
+        "|| self.model.scratch.pretrain.maxValue <= self.data.source.maxValue")
 
 
 # ---- the graph and the stage configs ----
@@ -234,6 +240,22 @@ def test_pretrain_knobs_override_the_sources(tmp_path):
     family = [parse_problem(q["question"]) for q in lines(tmp_path / "pretrain.jsonl")]
     assert {len(problem.names) for problem in family} == {2}
     assert all(event.other is None for problem in family for event in problem.events)  # interact 0: no add-another
+
+
+def test_a_smaller_pretraining_range_leaves_the_larger_numbers_new_to_the_base(tmp_path):
+    scratch = ScratchModelSpec(hidden=64, layers=1, heads=1)
+    prepare(arithmetic_prepare(tmp_path, maxValue=12).model_copy(update={"scratch_model": scratch}))
+    family = [parse_problem(q["question"]) for q in lines(tmp_path / "pretrain.jsonl")]
+    numbers = [int(word) for q in lines(tmp_path / "pretrain.jsonl") for word in q["solution"].split() if word.isdigit()]
+    assert max(numbers) <= 12 and all(max(problem.initial) <= 12 // 3 for problem in family)
+    tokenizer_words = json.loads((tmp_path / "model" / "tokenizer.json").read_text())["model"]["vocab"]
+    assert "▁50" in tokenizer_words and "▁51" not in tokenizer_words  # one vocabulary: the source's (maxValue 50)
+
+
+def test_the_prepare_config_refuses_a_pretraining_range_above_the_sources(tmp_path):
+    with pytest.raises(ValidationError, match="pretrain maxValue 60 exceeds data.source.maxValue 50: the vocabulary "
+                                              "is the source's"):
+        arithmetic_prepare(tmp_path, maxValue=60)
 
 
 def test_without_pretrain_prepare_writes_no_family(tmp_path):
