@@ -24,7 +24,7 @@ import yaml
 from pydantic import ValidationError
 
 import negrl_trainer
-from negrl_operator.api.artifact import MANIFEST, inputs_hash, stage_done, write_json_atomic
+from negrl_operator.api.artifact import MANIFEST, inputs_hash, stage_done, stage_manifest, write_json_atomic
 from negrl_operator.api.exit_code import ConfigError
 from negrl_operator.api.experiment import NegRLExperiment
 from negrl_operator.api.progress import is_progress_line
@@ -39,6 +39,7 @@ from negrl_operator.reconcile.graph import (
     stage_config,
     stage_graph,
 )
+from negrl_operator.reconcile.result import merged_shards
 from negrl_operator.report.writer import write_report
 from negrl_sampler.serving.local_server import ServerStartError, stop_process_group, vllm_available
 
@@ -120,13 +121,29 @@ def copy_output(stream, log, relay) -> None:
 
 
 def run_stage(node: StageNode, config, workdir: Path, relay=lambda node, line: None) -> dict:
-    """Run one stage command as a child process; return its one-line JSON summary."""
-    config_path = workdir / "configs" / f"{node.name}.json"
+    """Run one stage as child processes, one per shard (spec.worker.shards) in turn; return its
+    one-line JSON summary (of a sharded stage: the merged one its manifest holds)."""
+    if config.shard_count == 1:
+        return run_command(node, config, workdir, node.name, relay)
+    for stale in workdir.glob(f"logs/{node.name}-shard-*.summary.json"):  # of a run with other shard counts
+        stale.unlink()
+    for index in range(config.shard_count):  # a shard finished before reports its summary again
+        run_command(node, config.model_copy(update={"shard_index": index}), workdir, shard_name(node, index), relay)
+    return stage_summary(workdir, node)
+
+
+def shard_name(node: StageNode, index: int) -> str:
+    return f"{node.name}-shard-{index}"
+
+
+def run_command(node: StageNode, config, workdir: Path, name: str, relay) -> dict:
+    """`negrl <kind> --config` as a child process, its log in logs/<name>.log; its summary."""
+    config_path = workdir / "configs" / f"{name}.json"
     write_json_atomic(config_path, config.model_dump(mode="json"))
-    log_path = workdir / "logs" / f"{node.name}.log"
+    log_path = workdir / "logs" / f"{name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "negrl_operator.cli", node.kind, "--config", str(config_path)]
-    env = {**os.environ, "NEGRL_TERMINATION_LOG": str(workdir / "logs" / f"{node.name}.summary.json"),
+    env = {**os.environ, "NEGRL_TERMINATION_LOG": str(workdir / "logs" / f"{name}.summary.json"),
            "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu"), "HF_HUB_OFFLINE": "1"}
     with open(log_path, "w") as log:
         child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
@@ -143,8 +160,8 @@ def run_stage(node: StageNode, config, workdir: Path, relay=lambda node, line: N
             copier.join(timeout=30)
     if code != 0:
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
-        raise StageFailed(f"stage {node.name} failed (exit {code}); log {log_path}:\n{tail}")
-    return stage_summary(workdir, node.name)
+        raise StageFailed(f"stage {name} failed (exit {code}); log {log_path}:\n{tail}")
+    return read_summary(workdir, name)
 
 
 def run_cached(node: StageNode, config, workdir: Path, relay=lambda node, line: None) -> dict:
@@ -203,15 +220,26 @@ def run_experiment(experiment: NegRLExperiment, workdir: Path, backend: str, vie
             view.finished(node, summary)
     finally:
         servers.stop_all()
-    summaries = {node.name: stage_summary(workdir, node.name) for node in nodes}
+    summaries = {node.name: stage_summary(workdir, node) for node in nodes}
     write_json_atomic(workdir / "summaries.json", summaries)
     return summaries
 
 
-def stage_summary(workdir: Path, name: str) -> dict:
-    """The one-line summary a stage's command left (also for stages finished by an earlier run)."""
+def read_summary(workdir: Path, name: str) -> dict:
+    """The one-line summary a command left (also for stages finished by an earlier run)."""
     path = workdir / "logs" / f"{name}.summary.json"
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def stage_summary(workdir: Path, node: StageNode) -> dict:
+    """A stage's summary; of a sharded one, its shards' merged as the operator merges a sharded Job's,
+    complete once the last shard wrote the stage's manifest."""
+    shards = sorted(workdir.glob(f"logs/{node.name}-shard-*.summary.json"),
+                    key=lambda path: int(path.name.removesuffix(".summary.json").rsplit("-", 1)[1]))
+    if not shards:
+        return read_summary(workdir, node.name)
+    merged = merged_shards(node.kind, [json.loads(path.read_text()) for path in shards])
+    return {**merged, "complete": stage_manifest(workdir / "artifacts" / node.name) is not None}
 
 
 def resolve_backend(requested: str) -> str:

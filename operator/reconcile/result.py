@@ -48,13 +48,21 @@ def job_summary(kind: str, pods: list[PodReport], completions: int) -> tuple[dic
             by_index[pod.index] = summary
     missing = sum(1 for index in range(completions) if index not in by_index)
     if kind in MERGED_KINDS:
-        merged = merge_summaries([by_index[i] for i in sorted(by_index)])
-        for key, (numerator, denominator) in MERGED_RATIOS.get(kind, {}).items():
-            if key in merged and merged.get(denominator):
-                merged[key] = round(merged.get(numerator, 0) / merged[denominator], 4)
-        return camel_keys(merged), missing
+        return camel_keys(merged_shards(kind, [by_index[i] for i in sorted(by_index)])), missing
     first = by_index.get(0, next(iter(by_index.values()), {}))
     return camel_keys(first), (0 if 0 in by_index else 1)
+
+
+def merged_shards(kind: str, summaries: list[dict]) -> dict:
+    """One summary of a sharded stage from its shards' (in index order): counts summed, ratios
+    recomputed from the sums; a stage whose shards do not add up reports its first shard's."""
+    if kind not in MERGED_KINDS:
+        return summaries[0] if summaries else {}
+    merged = merge_summaries(summaries)
+    for key, (numerator, denominator) in MERGED_RATIOS.get(kind, {}).items():
+        if key in merged and merged.get(denominator):
+            merged[key] = round(merged.get(numerator, 0) / merged[denominator], 4)
+    return merged
 
 
 def failure_message(pods: list[PodReport], fallback: str) -> str:

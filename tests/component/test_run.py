@@ -1,5 +1,5 @@
 """`negrl run` end to end on a shortened star-graph experiment: with the in-process transformers
-sampler (interrupted, then resumed) and with real vLLM servers."""
+sampler (two shards per rollout stage; interrupted, then resumed) and with real vLLM servers."""
 
 import json
 import os
@@ -123,7 +123,7 @@ def assert_training_progress(output: str, stage: str) -> None:
 
 def test_transformers_backend_interrupted_then_resumed(tmp_path):
     workdir = tmp_path / "run"
-    manifest = shortened(tmp_path, "transformers")
+    manifest = shortened(tmp_path, "transformers", worker={"shards": 2})  # each shard of a stage in turn
     first = negrl_run(manifest, workdir)
     wait_for_stage(workdir, "sample", first)
     first.send_signal(signal.SIGINT)
@@ -147,6 +147,10 @@ def test_transformers_backend_interrupted_then_resumed(tmp_path):
     assert all(summaries[name]["complete"] for name in ("credit", "eval-step-dpo", "eval-sft-x2"))
     assert_curves(workdir, summaries)
     assert summaries["step-dpo"]["stage"] == "dpo" and summaries["sft-x2"]["stage"] == "sft"
+    for stage in ("sample", "credit"):  # sharded: a log per shard, and the summary merged over both
+        shards = [json.loads((workdir / "logs" / f"{stage}-shard-{i}.summary.json").read_text()) for i in (0, 1)]
+        assert summaries[stage]["questions"] == sum(shard["questions"] for shard in shards) > 0, stage
+    assert summaries["sample"]["questions"] == 24  # syntheticSize: every training question, once
     results = assert_report(workdir, {"sft", "rft", "outcome-dpo", "step-dpo"})
     assert {(p["method"], p["multiplier"]) for p in results["policies"]} >= {("sft", 1), ("sft", 2)}
 

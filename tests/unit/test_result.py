@@ -8,7 +8,7 @@ import pytest
 from negrl_operator.api.status import StageStatus
 from negrl_operator.api.termination import MAX_BYTES, report_summary, shorten, summary_line
 from negrl_operator.reconcile.observation import PodReport, parse_summary
-from negrl_operator.reconcile.result import failure_message, job_summary, results
+from negrl_operator.reconcile.result import failure_message, job_summary, merged_shards, results
 from negrl_sampler.stages.evaluate import evaluation_counts, evaluation_figures
 
 pytestmark = pytest.mark.unit
@@ -103,3 +103,17 @@ def test_summary_over_4kib_stays_valid_json_with_its_head(summary):
 def test_summary_within_4kib_is_unchanged():
     summary = {"stage": "sample", "questions": 3, "policy": "sft", "pass_at_1_ci95": [0.1, 0.2]}
     assert json.loads(summary_line(summary)) == summary
+
+
+@pytest.mark.parametrize(("kind", "shards", "merged"), [
+    pytest.param("sample", [{"shard": "0/2", "questions": 3, "correct": 2, "complete": False},
+                            {"shard": "1/2", "questions": 4, "correct": 0, "complete": True}],
+                 {"shard": "0/2", "questions": 7, "correct": 2, "complete": False}, id="counts-add-up"),
+    pytest.param("synthesize", [{"accepted": 1, "generated": 4, "acceptance_rate": 0.25},
+                                {"accepted": 3, "generated": 4, "acceptance_rate": 0.75}],
+                 {"accepted": 4, "generated": 8, "acceptance_rate": 0.5}, id="ratio-from-the-sums-not-summed"),
+    pytest.param("evaluate", [{"pass_at_1": 0.5}, {"pass_at_1": 0.25}], {"pass_at_1": 0.5}, id="first-shard-only"),
+    pytest.param("credit", [], {}, id="no-shard"),
+])
+def test_a_sharded_stage_has_one_summary(kind, shards, merged):
+    assert merged_shards(kind, shards) == merged
