@@ -1,8 +1,9 @@
 """`negrl run`: an experiment manifest on this machine, without Kubernetes.
 
 The same manifest, spec model and stage graph as the operator; each stage runs as the same
-`negrl <stage> --config` command a Job runs, as a child process, with its log under
-`<workdir>/logs/`. Policies are served by a local vLLM server (or, without vLLM, by transformers
+`negrl <stage> --config` command a Job runs, as a child process (one per shard of a sharded stage, in
+turn), with its log under `<workdir>/logs/`. A finished pretrain stage is kept in a cache by content
+(`stage_cache`), so the shared base is trained once per machine. Policies are served by a local vLLM server (or, without vLLM, by transformers
 behind the same OpenAI protocol). Finished stages are skipped on a rerun (their manifest matches
 their inputs and is newer than what they read); Ctrl-C stops the running stage and every server, and leaves only complete artifacts.
 """
@@ -122,18 +123,15 @@ def copy_output(stream, log, relay) -> None:
 
 def run_stage(node: StageNode, config, workdir: Path, relay=lambda node, line: None) -> dict:
     """Run one stage as child processes, one per shard (spec.worker.shards) in turn; return its
-    one-line JSON summary (of a sharded stage: the merged one its manifest holds)."""
+    one-line JSON summary (of a sharded stage: its shards' merged, `stage_summary`)."""
     if config.shard_count == 1:
         return run_command(node, config, workdir, node.name, relay)
     for stale in workdir.glob(f"logs/{node.name}-shard-*.summary.json"):  # of a run with other shard counts
         stale.unlink()
     for index in range(config.shard_count):  # a shard finished before reports its summary again
-        run_command(node, config.model_copy(update={"shard_index": index}), workdir, shard_name(node, index), relay)
+        run_command(node, config.model_copy(update={"shard_index": index}), workdir, f"{node.name}-shard-{index}",
+                    relay)
     return stage_summary(workdir, node)
-
-
-def shard_name(node: StageNode, index: int) -> str:
-    return f"{node.name}-shard-{index}"
 
 
 def run_command(node: StageNode, config, workdir: Path, name: str, relay) -> dict:
