@@ -2,10 +2,9 @@
 
 The key is the stage's config with the run's own artifact root written as `<root>`, plus the bytes of
 every file the stage reads and of the code that runs it (a changed generator, tokenizer or trainer
-misses). An
-entry is the stage's folder and its one-line summary, moved into place whole: a reader sees a
-complete entry or none. A stage restored from the cache gets a manifest with this run's inputs hash,
-so the run treats it as finished here.
+misses). An entry is the stage's folder and its one-line summary, moved into place whole: a reader
+sees a complete entry or none. A stage restored from the cache gets a manifest with this run's inputs
+hash, so the run treats it as finished here.
 """
 
 from __future__ import annotations
@@ -51,7 +50,8 @@ def cache_key(config: BaseModel, root: str, digests: list[tuple[str, str]]) -> s
 
 
 def restore(key: str, stage_dir: Path, config: BaseModel) -> dict | None:
-    """Copy a cached stage into `stage_dir` (which must not exist) and return its summary; None: a miss."""
+    """Copy a cached stage into `stage_dir` (replacing a half-done run of it) and return its summary;
+    None: a miss."""
     entry = cache_dir() / key
     if not (entry / STAGE / MANIFEST).exists():
         return None
