@@ -11,7 +11,6 @@ their inputs and is newer than what they read); Ctrl-C stops the running stage a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -25,12 +24,13 @@ import yaml
 from pydantic import ValidationError
 
 import negrl_trainer
-from negrl_operator.api.artifact import MANIFEST, inputs_hash, stage_done, stage_manifest, write_json_atomic
+from negrl_operator.api.artifact import MANIFEST, inputs_hash, stage_done, write_json_atomic
 from negrl_operator.api.exit_code import ConfigError
 from negrl_operator.api.experiment import NegRLExperiment
 from negrl_operator.api.progress import is_progress_line
 from negrl_operator.api.stage_config import ServerRef, read_input, validation_problems
 from negrl_operator.local.stage_cache import cache_dir, cache_key, file_digests, restore, store
+from negrl_operator.local.summary import read_summary, shard_summaries, stage_summary, summary_path
 from negrl_operator.local.view import RunView, run_view
 from negrl_operator.reconcile.graph import (
     StageNode,
@@ -40,7 +40,6 @@ from negrl_operator.reconcile.graph import (
     stage_config,
     stage_graph,
 )
-from negrl_operator.reconcile.result import merged_shards
 from negrl_operator.report.writer import write_report
 from negrl_sampler.serving.local_server import ServerStartError, stop_process_group, vllm_available
 
@@ -126,12 +125,12 @@ def run_stage(node: StageNode, config, workdir: Path, relay=lambda node, line: N
     one-line JSON summary (of a sharded stage: its shards' merged, `stage_summary`)."""
     if config.shard_count == 1:
         return run_command(node, config, workdir, node.name, relay)
-    for stale in workdir.glob(f"logs/{node.name}-shard-*.summary.json"):  # of a run with other shard counts
+    for stale in shard_summaries(workdir, node.name):  # of a run with other shard counts
         stale.unlink()
     for index in range(config.shard_count):  # a shard finished before reports its summary again
         run_command(node, config.model_copy(update={"shard_index": index}), workdir, f"{node.name}-shard-{index}",
                     relay)
-    return stage_summary(workdir, node)
+    return stage_summary(workdir, node.name, node.kind)
 
 
 def run_command(node: StageNode, config, workdir: Path, name: str, relay) -> dict:
@@ -141,7 +140,7 @@ def run_command(node: StageNode, config, workdir: Path, name: str, relay) -> dic
     log_path = workdir / "logs" / f"{name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "negrl_operator.cli", node.kind, "--config", str(config_path)]
-    env = {**os.environ, "NEGRL_TERMINATION_LOG": str(workdir / "logs" / f"{name}.summary.json"),
+    env = {**os.environ, "NEGRL_TERMINATION_LOG": str(summary_path(workdir, name)),
            "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu"), "HF_HUB_OFFLINE": "1"}
     with open(log_path, "w") as log:
         child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
@@ -174,7 +173,7 @@ def run_cached(node: StageNode, config, workdir: Path, relay=lambda node, line: 
         store(key, stage_dir, summary)
         return summary
     relay(node, f"{node.name}: restored from the stage cache, {cache_dir() / key}")
-    write_json_atomic(workdir / "logs" / f"{node.name}.summary.json", summary)
+    write_json_atomic(summary_path(workdir, node.name), summary)
     return summary
 
 
@@ -218,26 +217,9 @@ def run_experiment(experiment: NegRLExperiment, workdir: Path, backend: str, vie
             view.finished(node, summary)
     finally:
         servers.stop_all()
-    summaries = {node.name: stage_summary(workdir, node) for node in nodes}
+    summaries = {node.name: stage_summary(workdir, node.name, node.kind) for node in nodes}
     write_json_atomic(workdir / "summaries.json", summaries)
     return summaries
-
-
-def read_summary(workdir: Path, name: str) -> dict:
-    """The one-line summary a command left (also for stages finished by an earlier run)."""
-    path = workdir / "logs" / f"{name}.summary.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def stage_summary(workdir: Path, node: StageNode) -> dict:
-    """A stage's summary; of a sharded one, its shards' merged as the operator merges a sharded Job's,
-    complete once the last shard wrote the stage's manifest."""
-    shards = sorted(workdir.glob(f"logs/{node.name}-shard-*.summary.json"),
-                    key=lambda path: int(path.name.removesuffix(".summary.json").rsplit("-", 1)[1]))
-    if not shards:
-        return read_summary(workdir, node.name)
-    merged = merged_shards(node.kind, [json.loads(path.read_text()) for path in shards])
-    return {**merged, "complete": stage_manifest(workdir / "artifacts" / node.name) is not None}
 
 
 def resolve_backend(requested: str) -> str:
