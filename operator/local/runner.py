@@ -3,9 +3,10 @@
 The same manifest, spec model and stage graph as the operator; each stage runs as the same
 `negrl <stage> --config` command a Job runs, as a child process (one per shard of a sharded stage, in
 turn), with its log under `<workdir>/logs/`. A finished pretrain stage is kept in a cache by content
-(`stage_cache`), so the shared base is trained once per machine. Policies are served by a local vLLM server (or, without vLLM, by transformers
-behind the same OpenAI protocol). Finished stages are skipped on a rerun (their manifest matches
-their inputs and is newer than what they read); Ctrl-C stops the running stage and every server, and leaves only complete artifacts.
+(`stage_cache`), so the shared base is trained once per machine. Policies are served by a local vLLM
+server (or, without vLLM, by transformers behind the same OpenAI protocol). Finished stages are
+skipped on a rerun (their manifest matches their inputs and is newer than what they read); Ctrl-C
+stops the running stage and every server, and leaves only complete artifacts.
 """
 
 from __future__ import annotations
