@@ -98,7 +98,8 @@ def first_wrong_parts(reference: str, response: str, first_error: int | None) ->
     return "+".join(part for part, a, b in zip(LINE_PARTS, expected, written, strict=True) if a != b and part != "=")
 
 
-def train(model, tokenizer, records, *, epochs, min_steps, lr, batch, seed, validation, evaluations, label):
+def train(model, tokenizer, records, *, epochs, min_steps, lr, batch, seed, validation, evaluations, label,
+          train_check=0):
     total = max(min_steps, math.ceil(epochs * max(1, len(records) // batch)))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     warmup = max(1, total // 20)
@@ -119,6 +120,8 @@ def train(model, tokenizer, records, *, epochs, min_steps, lr, batch, seed, vali
                     accuracy, anatomy = score(model, tokenizer, validation)
                     best = max(best, (accuracy, step, anatomy), key=lambda b: b[0])
                     line += f" validation {accuracy:.3f}"
+                    if train_check:  # the memorisation gate: its own training questions against held-out
+                        line += f" train {score(model, tokenizer, records[:train_check])[0]:.3f}"
                 print(line, flush=True)
             if step >= total:
                 break
@@ -159,6 +162,7 @@ def main(argv=None) -> None:
     add("--lr", type=float, default=1e-3), add("--batch", type=int, default=32)
     add("--validation", type=int, default=300), add("--evaluations", type=int, default=5)
     add("--seed", type=int, default=0), add("--threads", type=int, default=1)
+    add("--train-check", type=int, default=0, help="also score this many of each point's own training questions")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     knobs = dict(quantities=args.quantities, max_value=args.max_value, interact=args.interact, seed=0)
@@ -180,7 +184,8 @@ def main(argv=None) -> None:
         model = AutoModelForCausalLM.from_pretrained(folder)
         accuracy, step, anatomy = train(
             model, tokenizer, train_set[:size], epochs=args.epochs, min_steps=args.min_steps, lr=args.lr,
-            batch=args.batch, seed=args.seed, validation=validation, evaluations=args.evaluations, label=f"n={size}")
+            batch=args.batch, seed=args.seed, validation=validation, evaluations=args.evaluations, label=f"n={size}",
+            train_check=args.train_check)
         print(f"  first wrong line at the best step: {anatomy.most_common(5)}")
         print(f"n={size} best validation accuracy {accuracy:.3f} at step {step}", flush=True)
 

@@ -2,7 +2,8 @@
 
 A problem: a few people each hold a count of one item; a chain of events changes one person's count
 each (add a constant, give some away, double or triple, get as many as another person has); the
-question asks for one person's final count. The reference solution is GSM8K-shaped: one line per
+question asks for one person's final count. With one person the chain is a single running count
+(each line starts from the last result: no lookup of a count by name). The reference solution is GSM8K-shaped: one line per
 event, `Ann = 5 + 4 = 9`, then `#### N`. This module owns generation, the exact text format (every
 token separated by one space, so a word-level tokenizer can give each its own id; `vocabulary` lists
 them), parsing a question back to its problem, the hash-based split of a question, and the checker
@@ -23,7 +24,7 @@ WORDS = ("has", "gets", "more", "gives", "away", "The", "of", "double", "triple"
          "does", "have")
 SYMBOLS = (".", "?", "=", "+", "-", "*", "####")
 FACTOR_WORDS = {2: "double", 3: "triple"}
-MAX_QUANTITIES, MAX_CHAIN_LENGTH, MAX_MAX_VALUE = 6, 12, 10_000
+MIN_QUANTITIES, MAX_QUANTITIES, MAX_CHAIN_LENGTH, MAX_MAX_VALUE = 1, 6, 12, 10_000
 # Per mille of a question's sha256: a question's text alone decides its split, whatever the seeds.
 SPLIT_BUCKETS = {"validation": range(0, 50), "test": range(50, 100), "pretrain": range(100, 200),
                  "train": range(200, 1000)}
@@ -52,8 +53,8 @@ class Problem:
 
 
 def validate_knobs(quantities: int, chain_length: int, max_value: int, interact: float) -> None:
-    if not 2 <= quantities <= MAX_QUANTITIES:
-        raise ValueError(f"quantities must be in 2..{MAX_QUANTITIES}, got {quantities}")
+    if not MIN_QUANTITIES <= quantities <= MAX_QUANTITIES:
+        raise ValueError(f"quantities must be in {MIN_QUANTITIES}..{MAX_QUANTITIES}, got {quantities}")
     if not 1 <= chain_length <= MAX_CHAIN_LENGTH:
         raise ValueError(f"chain_length must be in 1..{MAX_CHAIN_LENGTH}, got {chain_length}")
     if not 1 <= max_value <= MAX_MAX_VALUE:

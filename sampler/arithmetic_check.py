@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from negrl_sampler.arithmetic import MAX_DIGITS, Event, Problem, event_steps
+from negrl_sampler.arithmetic import MAX_DIGITS, Event, Problem, event_steps, parse_problem
 
 VERDICTS = ("correct", "wrong", "unparseable", "missing", "extra")
 
@@ -105,3 +105,10 @@ def check_response(problem: Problem, response: str) -> LineCheck:
         first_consequential_error=next((p for p in errors if p in consequential or p > answer_position), None),
         answer_correct=bool(answers) and _answer_verdict(answers[-1], answer) == "correct",
     )
+
+
+def solution_checks(question: str, response: str) -> bool:
+    """Every line of `response` is right for the arithmetic `question`, the `#### N` line included
+    (a verified solution: what a teacher's D_syn may hold)."""
+    check = check_response(parse_problem(question), response)
+    return check.answer_correct and check.first_error is None

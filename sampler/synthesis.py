@@ -119,8 +119,8 @@ class HeldoutIndex:
         return max(shared.values(), default=0) / len(grams)
 
 
-COUNTS = ("units", "requests", "prompt_tokens", "generated_tokens", "generated", "accepted", "kept", "rejected",
-          "duplicates", "surplus", "contaminated", "disagreed", "empty")
+COUNTS = ("units", "requests", "prompt_tokens", "generated_tokens", "generated", "accepted", "line_errors", "kept",
+          "rejected", "duplicates", "surplus", "contaminated", "disagreed", "empty")
 
 
 def unit_counts(records: list[dict]) -> dict[str, int]:

@@ -37,9 +37,12 @@ from negrl_operator.api.stage_config import (
 )
 from negrl_operator.api.teacher import (
     KEY_ENV_TAKEN,
+    ONE_TEACHER_MODEL,
     STAGE_POD_ENV,
     SynthesisParams,
     TeacherEndpointSpec,
+    TeacherScratchSpec,
+    TeacherServedSpec,
     TeacherSpec,
 )
 from negrl_operator.api.value_rule import DNS_SUBDOMAIN, IMAGE, QUANTITY_STRING
@@ -381,7 +384,29 @@ def _pretrain_range_ok(spec: ExperimentSpec) -> bool:
     return pretrain is None or pretrain.max_value is None or pretrain.max_value <= spec.data.source.max_value
 
 
-# TeacherSpec, TeacherEndpointSpec and SynthesisParams check themselves; the API server needs them as CEL.
+def scratch_teacher(spec: ExperimentSpec) -> TeacherScratchSpec | None:
+    """The teacher the experiment trains itself (teacher.served.scratch), if any."""
+    served = spec.teacher.served if spec.teacher is not None else None
+    return served.scratch if served is not None else None
+
+
+def _teacher_source_ok(spec: ExperimentSpec) -> bool:
+    return scratch_teacher(spec) is None or spec.data.source.kind == "arithmetic"
+
+
+def _teacher_range_ok(spec: ExperimentSpec) -> bool:
+    scratch = scratch_teacher(spec)
+    limit = scratch.training.max_value if scratch is not None else None
+    return limit is None or limit <= spec.data.source.max_value
+
+
+_SCRATCH_TEACHER = "has(self.teacher) && has(self.teacher.served) && has(self.teacher.served.scratch)"
+
+# TeacherSpec, TeacherServedSpec, TeacherEndpointSpec and SynthesisParams check themselves; the API server needs
+# them as CEL.
+EXTERNAL_RULES[TeacherServedSpec] = (
+    CrossFieldRule("has(self.model) != has(self.scratch)", ONE_TEACHER_MODEL, ".model"),
+)
 EXTERNAL_RULES[TeacherSpec] = (
     CrossFieldRule("has(self.endpoint) != has(self.served)",
                    "teacher needs exactly one of endpoint (an OpenAI-compatible API) and served (a model the "
@@ -523,6 +548,18 @@ class ExperimentSpec(Checked):
             "self.model.scratch.pretrain.maxValue <= self.data.source.maxValue",
             "must be at most data.source.maxValue, since the vocabulary is the "
             "source's: lower it or unset it", ".model.scratch.pretrain.maxValue", _pretrain_range_ok,
+        ),
+        CrossFieldRule(
+            f"!({_SCRATCH_TEACHER}) || self.data.source.kind == 'arithmetic'",
+            "a scratch teacher trains on the arithmetic task's pretrain bucket, so it needs data.source.kind "
+            "arithmetic: set that source or give teacher.served.model instead", ".teacher.served.scratch",
+            _teacher_source_ok,
+        ),
+        CrossFieldRule(
+            f"!({_SCRATCH_TEACHER}) || !has(self.teacher.served.scratch.training.maxValue) || "
+            "self.teacher.served.scratch.training.maxValue <= self.data.source.maxValue",
+            "must be at most data.source.maxValue, since the vocabulary is the source's: lower it or unset it",
+            ".teacher.served.scratch.training.maxValue", _teacher_range_ok,
         ),
         CrossFieldRule(
             "size(self.sweep.sftMultipliers) == 0 || (has(self.data.syntheticSize) && self.stages.sft.enabled)",

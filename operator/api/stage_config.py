@@ -308,6 +308,8 @@ PREPARED_TRAIN = "train.jsonl"
 PREPARED_TEST = "test.jsonl"
 PREPARED_VALIDATION = "validation.jsonl"
 PREPARED_PRETRAIN = "pretrain.jsonl"  # the shared base's pretraining family (model.scratch.pretrain)
+PREPARED_TEACHER = "teacher.jsonl"  # a scratch teacher's training family (teacher.served.scratch)
+TEACHER_MODEL_FOLDER = "teacher-model"  # the scratch teacher before its teacher-sft stage
 
 
 class DataSourceSpec(Strict):
@@ -326,7 +328,10 @@ class DataSourceSpec(Strict):
     degree: int = Field(3, ge=2, le=64, description="stargraph: arms around the centre node.")
     path_length: int = Field(5, ge=2, le=64, description="stargraph: nodes on each arm.")
     nodes: int = Field(50, ge=4, le=100000, description="stargraph: size of the node-label vocabulary.")
-    quantities: int = Field(3, ge=2, le=6, description="arithmetic: people whose counts a problem tracks.")
+    quantities: int = Field(
+        3, ge=1, le=6, description="arithmetic: people whose counts a problem tracks (1: a single chain, no lookup by "
+        "name).",
+    )
     chain_length: int = Field(4, ge=1, le=12, description="arithmetic: events (solution lines before `#### N`).")
     max_value: int = Field(
         50, ge=10, le=999,
@@ -366,8 +371,8 @@ class ScratchModelSpec(Strict):
     seed: int = Field(0, ge=0, description="Initialisation seed.")
 
 
-PRETRAIN_RANGE = ("pretrain maxValue {} exceeds data.source.maxValue {}: the vocabulary is the source's, so "
-                  "pretraining counts must lie within it; lower model.scratch.pretrain.maxValue or unset it")
+FAMILY_RANGE = ("{field} maxValue {value} exceeds data.source.maxValue {limit}: the vocabulary is the source's, so "
+                "its counts must lie within it; lower {path}.maxValue or unset it")
 
 
 class PretrainDataSpec(Strict):
@@ -382,7 +387,7 @@ class PretrainDataSpec(Strict):
         "the arithmetic but not the target family.",
     )
     quantities: int | None = Field(
-        None, ge=2, le=6, description="People whose counts a pretraining problem tracks; unset: data.source's.",
+        None, ge=1, le=6, description="People whose counts a pretraining problem tracks; unset: data.source's.",
     )
     interact: float | None = Field(
         None, ge=0.0, le=1.0,
@@ -430,14 +435,27 @@ class PrepareStageConfig(StageBase):
         None, exclude_if=lambda value: value is None,
         description="Also write the pretraining family into <output_dir>/pretrain.jsonl (arithmetic only).",
     )
+    teacher_model: ScratchModelSpec | None = Field(
+        None, exclude_if=lambda value: value is None,
+        description="Also build a scratch teacher into <output_dir>/teacher-model (the task's word tokenizer).",
+    )
+    teacher_data: PretrainDataSpec | None = Field(
+        None, exclude_if=lambda value: value is None,
+        description="Also write the scratch teacher's training family into <output_dir>/teacher.jsonl "
+        "(arithmetic only; drawn apart from the pretraining family).",
+    )
 
     @model_validator(mode="after")
-    def _pretrain_needs_arithmetic(self):
-        if self.pretrain is not None and self.source.kind != "arithmetic":
-            raise ValueError(f"pretrain needs source kind arithmetic, got {self.source.kind!r}: drop pretrain or "
-                             "use the arithmetic source")
-        if self.pretrain is not None and (self.pretrain.max_value or 0) > self.source.max_value:
-            raise ValueError(PRETRAIN_RANGE.format(self.pretrain.max_value, self.source.max_value))
+    def _families_need_arithmetic(self):
+        families = (("pretrain", "model.scratch.pretrain", self.pretrain),
+                    ("teacherData", "teacher.served.scratch.training", self.teacher_data))
+        for field, path, family in families:
+            if family is not None and self.source.kind != "arithmetic":
+                raise ValueError(f"{field} needs source kind arithmetic, got {self.source.kind!r}: drop {field} or "
+                                 "use the arithmetic source")
+            if family is not None and (family.max_value or 0) > self.source.max_value:
+                raise ValueError(FAMILY_RANGE.format(field=field, value=family.max_value, limit=self.source.max_value,
+                                                     path=path))
         return self
 
 

@@ -13,21 +13,25 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from negrl_operator.api.pretrain import PretrainSpec
 from negrl_operator.api.resource import ResourceSpec
 from negrl_operator.api.secret_ref import SecretKeyRef
-from negrl_operator.api.stage_config import ServerRef, StageBase, Strict, Task
+from negrl_operator.api.stage_config import ScratchModelSpec, ServerRef, StageBase, Strict, Task
 from negrl_operator.api.value_rule import IMAGE
 
 TeacherMode = Literal["solutions", "problems"]
 DEFAULT_API_KEY_ENV = "NEGRL_TEACHER_API_KEY"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 TEACHER_POLICY = "teacher"  # the name a served teacher is served under (like a policy)
+TEACHER_SFT = "teacher-sft"  # the stage that trains a scratch teacher: <storage root>/teacher-sft/model
 Image = Annotated[str, Field(min_length=1, max_length=1024), IMAGE]
 EXAMPLES, QUESTION = "{examples}", "{question}"
 SHARED = "On a cluster the stage's worker.shards pods split it (each gets its share)."
 # Variables the operator sets in every stage pod (manifest.py): the key's variable must not replace one.
 STAGE_POD_ENV = ("HOME", "PATH", "HF_HOME", "HF_TOKEN", "JOB_COMPLETION_INDEX", "MLFLOW_TRACKING_TOKEN",
                  "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+ONE_TEACHER_MODEL = ("teacher.served needs exactly one of model (weights to load) and scratch (a teacher the "
+                     "experiment trains on the arithmetic task)")
 KEY_ENV_TAKEN = (f"apiKeyEnv must not be a variable the stage pods already have ({', '.join(STAGE_POD_ENV)}): "
                  f"choose another name, e.g. {DEFAULT_API_KEY_ENV}")
 
@@ -100,15 +104,36 @@ class TeacherEndpointSpec(EndpointParams):
         return EndpointParams.model_validate(self.model_dump(include=set(EndpointParams.model_fields)))
 
 
+class TeacherScratchSpec(ScratchModelSpec):
+    """A teacher the experiment trains itself, the CPU stand-in for a capable model: a scratch model
+    (usually larger than the student) that a `teacher-sft` stage trains on plenty of the arithmetic
+    task, from the `pretrain` hash bucket (disjoint from train, validation and test)."""
+
+    training: PretrainSpec = Field(
+        description="The teacher's training family (questions, chain lengths and knobs, drawn apart from the "
+        "student's pretraining family) and its training hyperparameters.",
+    )
+
+    def model_shape(self) -> ScratchModelSpec:
+        """What the prepare stage builds (the training is the teacher-sft stage's)."""
+        return ScratchModelSpec.model_validate(self.model_dump(by_alias=False, exclude={"training"}))
+
+
 class TeacherServedSpec(Strict):
     """A teacher served with vLLM like the policies, as its own Deployment (`<experiment>-teacher`)
     with its own size and placement (spec.scheduling.teacher); it exists only while the synthesize
     stage runs. Unset fields fall back to spec.sampler's."""
 
-    model: str = Field(
-        min_length=1, max_length=1024,
+    model: str | None = Field(
+        None, min_length=1, max_length=1024,
         description="Teacher weights: a Hugging Face id or a path on the storage volume (on `negrl run`: a local "
-        "folder). A gated Hugging Face model reads its token from model.tokenSecret (HF_TOKEN).",
+        "folder). A gated Hugging Face model reads its token from model.tokenSecret (HF_TOKEN). Set this or "
+        "scratch.",
+    )
+    scratch: TeacherScratchSpec | None = Field(
+        None,
+        description="Train the teacher within the experiment instead (arithmetic source only): a `teacher-sft` "
+        "stage after prepare, whose model the synthesize stage serves. Set this or model.",
     )
     image: Image | None = Field(None, description="vLLM OpenAI server image of the teacher; unset: sampler.image.")
     replicas: int = Field(1, ge=1, le=64, description="vLLM replicas of the teacher.")
@@ -133,6 +158,16 @@ class TeacherServedSpec(Strict):
         default_factory=list, max_length=64,
         description="More `vllm serve` arguments of the teacher, appended as given (sampler.extraArgs do not apply).",
     )
+
+    def model_len(self) -> int:
+        """--max-model-len: a scratch teacher's own position limit caps maxModelLen."""
+        return min(self.max_model_len, self.scratch.max_positions) if self.scratch else self.max_model_len
+
+    @model_validator(mode="after")
+    def _one_model(self):
+        if (self.model is None) == (self.scratch is None):
+            raise ValueError(ONE_TEACHER_MODEL)
+        return self
 
 
 class FewShotExample(Strict):
@@ -240,6 +275,12 @@ class SynthesizeStageConfig(StageBase):
     endpoint: EndpointParams | None = Field(None, description="The external teacher (or `server`).")
     server: ServerRef | None = Field(None, description="The served teacher (or `endpoint`).")
     params: SynthesisParams = Field(default_factory=SynthesisParams)
+    # left out of the JSON when unset, so configs (and inputs hashes) of other sources stay as they were
+    check_lines: bool = Field(
+        False, exclude_if=lambda value: not value,
+        description="`solutions` mode: also re-run every line with the arithmetic task's checker and accept only "
+        "solutions whose every line is right (the source kind arithmetic sets it).",
+    )
 
     @model_validator(mode="after")
     def _one_teacher(self):

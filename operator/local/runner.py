@@ -2,9 +2,10 @@
 
 The same manifest, spec model and stage graph as the operator; each stage runs as the same
 `negrl <stage> --config` command a Job runs, as a child process (one per shard of a sharded stage, in
-turn), with its log under `<workdir>/logs/`. A finished pretrain stage is kept in a cache by content
-(`stage_cache`), so the shared base is trained once per machine. Policies are served by a local vLLM
-server (or, without vLLM, by transformers behind the same OpenAI protocol). Finished stages are
+turn), with its log under `<workdir>/logs/`. A finished pretrain (or teacher-sft) stage is kept in a
+cache by content (`stage_cache`), so a shared base (or a scratch teacher) is trained once per machine.
+Policies are served by a local vLLM server (or, without vLLM, by transformers behind the same OpenAI
+protocol). Finished stages are
 skipped on a rerun (their manifest matches their inputs and is newer than what they read); Ctrl-C
 stops the running stage and every server, and leaves only complete artifacts.
 """
@@ -30,6 +31,7 @@ from negrl_operator.api.exit_code import ConfigError
 from negrl_operator.api.experiment import NegRLExperiment
 from negrl_operator.api.progress import is_progress_line
 from negrl_operator.api.stage_config import ServerRef, read_input, validation_problems
+from negrl_operator.api.teacher import TEACHER_SFT
 from negrl_operator.local.stage_cache import cache_dir, cache_key, file_digests, restore, store
 from negrl_operator.local.summary import read_summary, shard_summaries, stage_summary, summary_path
 from negrl_operator.local.view import RunView, run_view
@@ -41,10 +43,11 @@ from negrl_operator.reconcile.graph import (
     stage_config,
     stage_graph,
 )
+from negrl_operator.reconcile.serving import serving
 from negrl_operator.report.writer import write_report
 from negrl_sampler.serving.local_server import ServerStartError, stop_process_group, vllm_available
 
-CACHED_ROLES = {"pretrain"}  # the longest stage, and the same in every run that shares its base
+CACHED_ROLES = {"pretrain", TEACHER_SFT}  # the longest stages, the same in every run that shares them
 
 
 class StageFailed(RuntimeError):
@@ -84,21 +87,21 @@ def next_stage(ready: list[StageNode], serving: set[str]) -> StageNode | None:
 class LocalServers:
     """The servers of the policies in use, started on demand and stopped when no stage needs them."""
 
-    def __init__(self, backend: str, log_dir: Path, max_model_len: int):
-        self.backend, self.log_dir, self.max_model_len = backend, log_dir, max_model_len
+    def __init__(self, backend: str, log_dir: Path):
+        self.backend, self.log_dir = backend, log_dir
         self.running: dict[str, object] = {}
 
-    def ensure(self, policy: str, model_dir: str) -> ServerRef:
+    def ensure(self, policy: str, model_dir: str, max_model_len: int) -> ServerRef:
         if policy not in self.running:
-            self.running[policy] = self._start(policy, model_dir)
+            self.running[policy] = self._start(policy, model_dir, max_model_len)
         server = self.running[policy]
         return ServerRef(base_url=server.base_url, model=server.model, max_concurrency=32)
 
-    def _start(self, policy: str, model_dir: str):
+    def _start(self, policy: str, model_dir: str, max_model_len: int):
         if self.backend == "vllm":
             from negrl_sampler.serving.local_server import start_vllm
 
-            return start_vllm(model_dir, served_name=policy, max_model_len=self.max_model_len, log_dir=self.log_dir)
+            return start_vllm(model_dir, served_name=policy, max_model_len=max_model_len, log_dir=self.log_dir)
         from negrl_sampler.serving.transformers_server import TransformersServer
 
         return TransformersServer(model_dir, served_name=policy)
@@ -204,11 +207,14 @@ def run_experiment(experiment: NegRLExperiment, workdir: Path, backend: str, vie
     root = str(workdir / "artifacts")
     done = finished_stages(spec, nodes, root)
     view.begin(nodes, done)
-    servers = LocalServers(backend, workdir / "logs", spec.sampler.max_model_len)
+    servers = LocalServers(backend, workdir / "logs")
     try:
         while node := next_stage(runnable(nodes, done), set(servers.running)):
             servers.keep_only(set(policies_to_serve(nodes, done)))
-            server = servers.ensure(node.serves, policy_model(spec, node.serves, root)) if node.serves else None
+            server = None
+            if node.serves:  # a served teacher has a model length of its own (serving.py, as on a cluster)
+                server = servers.ensure(node.serves, policy_model(spec, node.serves, root),
+                                        serving(spec, node.serves).max_model_len)
             config = stage_config(spec, node, root, server, experiment=experiment.metadata.name)
             clear_stale(Path(root) / node.name)
             view.started(node)

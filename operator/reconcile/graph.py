@@ -19,14 +19,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from negrl_operator.api.experiment import STORAGE_REQUIRED, ExperimentSpec
+from negrl_operator.api.experiment import STORAGE_REQUIRED, ExperimentSpec, scratch_teacher
 from negrl_operator.api.pretrain import PRETRAIN
 from negrl_operator.api.stage_config import (
     PAIR_FILES,
     PREPARED_PRETRAIN,
+    PREPARED_TEACHER,
     PREPARED_TEST,
     PREPARED_TRAIN,
     PREPARED_VALIDATION,
+    TEACHER_MODEL_FOLDER,
     CreditStageConfig,
     EvaluateStageConfig,
     PairsStageConfig,
@@ -38,7 +40,7 @@ from negrl_operator.api.stage_config import (
     TrainParams,
     TrainStageConfig,
 )
-from negrl_operator.api.teacher import TEACHER_POLICY, SynthesizeStageConfig
+from negrl_operator.api.teacher import TEACHER_POLICY, TEACHER_SFT, SynthesizeStageConfig
 
 NodeKind = Literal["prepare", "synthesize", "train", "sample", "credit", "pairs", "evaluate"]
 BASE_POLICY = "base"
@@ -65,7 +67,11 @@ def stage_graph(spec: ExperimentSpec) -> list[StageNode]:
         nodes.append(StageNode(PRETRAIN, "train", "pretrain", (PREPARE,), produces=PRETRAIN))
     if spec.teacher is not None:  # one D_syn for every seed: the teacher's data is the experiment's input
         serves = TEACHER_POLICY if spec.teacher.served is not None else None
-        nodes.append(StageNode(SYNTHESIZE, "synthesize", "synthesize", (PREPARE,), serves=serves))
+        needs = (PREPARE,)
+        if scratch_teacher(spec) is not None:  # the experiment trains its own teacher first
+            nodes.append(StageNode(TEACHER_SFT, "train", TEACHER_SFT, (PREPARE,), produces=TEACHER_SFT))
+            needs = (PREPARE, TEACHER_SFT)
+        nodes.append(StageNode(SYNTHESIZE, "synthesize", "synthesize", needs, serves=serves))
     for seed in spec.seeds:
         for node in _seed_chain(spec, seed, len(spec.seeds) > 1):
             if all(node.name != other.name for other in nodes):
@@ -198,6 +204,8 @@ def scratch_model_folder(seed: int) -> str:
 def policy_model(spec: ExperimentSpec, policy: str, storage_root: str) -> str:
     """Weights of a policy: the base model for `base`, the served teacher's for `teacher`, else its
     training stage's `model` folder."""
+    if policy == TEACHER_POLICY and scratch_teacher(spec) is not None:
+        return f"{stage_dir(storage_root, TEACHER_SFT)}/model"
     if policy == TEACHER_POLICY and spec.teacher is not None and spec.teacher.served is not None:
         return spec.teacher.served.model
     return base_model(spec, storage_root) if policy == BASE_POLICY else f"{stage_dir(storage_root, policy)}/model"
@@ -260,18 +268,21 @@ def _synthesize_config(spec, node, root, server, common) -> SynthesizeStageConfi
     return SynthesizeStageConfig(
         **common, task=spec.data.task, questions=_questions(root), heldout=heldout, problems=problems,
         endpoint=endpoint, server=server if endpoint is None else None, params=params,
-        shard_count=spec.worker.shards,
+        shard_count=spec.worker.shards, check_lines=source.kind == "arithmetic",
     )
 
 
 def _prepare_config(spec, node, root, server, common) -> PrepareStageConfig:
     scratch = spec.model.scratch
     pretrain = scratch.pretrain if scratch is not None else None
+    teacher = scratch_teacher(spec)
     # with a pretrained base only the seed-0 scratch model is trained on: the seeds share the base
     return PrepareStageConfig(**common, task=spec.data.task, source=spec.data.source, train_size=_largest_point(spec),
                               scratch_model=scratch.model_shape() if scratch is not None else None,
                               scratch_seeds=[0] if pretrain is not None else list(spec.seeds), prompt=spec.data.prompt,
-                              pretrain=pretrain.data() if pretrain is not None else None)
+                              pretrain=pretrain.data() if pretrain is not None else None,
+                              teacher_model=teacher.model_shape() if teacher is not None else None,
+                              teacher_data=teacher.training.data() if teacher is not None else None)
 
 
 def _sampled_questions(spec: ExperimentSpec) -> int | None:
@@ -343,6 +354,12 @@ def _train_config(spec, node, root, server, common) -> TrainStageConfig:
         return TrainStageConfig(
             **common, stage="sft", model_path=scratch_model(root, 0), data=[_questions(root, PREPARED_PRETRAIN)],
             prompt=spec.data.prompt, params=_train_params(spec, spec.model.scratch.pretrain.params, node.seed),
+        )
+    if node.role == TEACHER_SFT:
+        return TrainStageConfig(
+            **common, stage="sft", model_path=f"{stage_dir(root, PREPARE)}/{TEACHER_MODEL_FOLDER}",
+            data=[_questions(root, PREPARED_TEACHER)], prompt=spec.data.prompt,
+            params=_train_params(spec, scratch_teacher(spec).training.params, node.seed),
         )
     if node.role == "sft":
         synthetic = spec.data.synthetic_size

@@ -72,7 +72,7 @@ def serving(spec: ExperimentSpec, policy: str) -> Serving:
     return Serving(
         "teacher", served.image or sampler.image, served.replicas, served.tensor_parallel,
         served.tensor_parallel if served.gpus is None else served.gpus,
-        served.gpu_memory_utilization or sampler.gpu_memory_utilization, served.max_model_len,
+        served.gpu_memory_utilization or sampler.gpu_memory_utilization, served.model_len(),
         served.startup_timeout_s or sampler.startup_timeout_s, served.max_concurrency, tuple(served.extra_args),
         served.resources, spec.scheduling.teacher,
     )

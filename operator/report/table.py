@@ -60,3 +60,19 @@ def markdown_table(rows: list[dict[str, str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row[column] for column in header) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def teacher_lines(synthesis: dict | None) -> list[str]:
+    """The teacher's headline figures from the synthesize stage's summary (none without a teacher)."""
+    if not synthesis:
+        return []
+    refused = synthesis.get("line_errors", 0)
+    return [
+        "\n## Teacher (synthesize stage)\n",
+        f"{synthesis.get('requests', 0)} requests, {synthesis.get('generated', 0)} solutions, "
+        f"{synthesis.get('generated_tokens', 0)} generated tokens at {synthesis.get('tokens_per_s', 0.0)} tokens/s; "
+        f"acceptance rate {synthesis.get('acceptance_rate', 0.0):.3f} ({synthesis.get('accepted', 0)} accepted"
+        + (f", {refused} more with a right answer refused for a wrong line" if refused else "")
+        + f"); D_syn: {synthesis.get('dsyn_records', 0)} records; {synthesis.get('duplicates', 0)} duplicates and "
+        f"{synthesis.get('contaminated', 0)} contaminated dropped; cost {synthesis.get('cost_tokens', 0)} tokens.\n",
+    ]

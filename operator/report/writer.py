@@ -16,7 +16,7 @@ from negrl_operator.report.estimate import BOOTSTRAP_REPLICATES, PolicyResult, s
 from negrl_operator.report.evidence import gather, science_json, science_markdown, split_name
 from negrl_operator.report.figure import write_plot
 from negrl_operator.report.significance import ALPHA, FEW_SEEDS
-from negrl_operator.report.table import markdown_table, results_table
+from negrl_operator.report.table import markdown_table, results_table, teacher_lines
 from negrl_operator.report.training import PLOT as TRAINING_PLOT
 from negrl_operator.report.training import health, load_curves, markdown_lines, write_training_plot
 
@@ -103,6 +103,7 @@ def write_report(experiment: NegRLExperiment, summaries: dict, workdir: Path, wa
         *science_markdown(evidence, experiment.spec),
         f"\n![accuracy vs |D_syn|]({PLOT})\n",
         *markdown_lines(checks, TRAINING_PLOT if plotted else None),
+        *teacher_lines(summaries.get("synthesize")),
         "\n## Stage summaries\n",
         "```json\n" + json.dumps(counts, indent=2, sort_keys=True) + "\n```\n",
     ]

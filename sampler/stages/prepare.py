@@ -11,11 +11,16 @@ from pathlib import Path
 from negrl_operator.api.artifact import MANIFEST, inputs_hash, stage_done, stage_manifest, write_json_atomic
 from negrl_operator.api.stage_config import (
     PREPARED_PRETRAIN,
+    PREPARED_TEACHER,
     PREPARED_TEST,
     PREPARED_TRAIN,
     PREPARED_VALIDATION,
     STAGE_CONFIG_PATH,
+    TEACHER_MODEL_FOLDER,
+    DataSourceSpec,
     PrepareStageConfig,
+    PretrainDataSpec,
+    ScratchModelSpec,
     load_stage_config,
 )
 from negrl_operator.api.termination import report_summary
@@ -23,6 +28,8 @@ from negrl_operator.reconcile.graph import scratch_model_folder
 from negrl_sampler.arithmetic import arithmetic_questions, vocabulary
 from negrl_sampler.dataset import read_source, write_questions
 from negrl_sampler.stargraph import star_graph_questions
+
+TEACHER_SEED_OFFSET = 7_000_003  # the teacher's family: another stream of the pretrain bucket
 
 
 def arithmetic_splits(config: PrepareStageConfig) -> dict:
@@ -36,21 +43,23 @@ def arithmetic_splits(config: PrepareStageConfig) -> dict:
     out = {name: arithmetic_questions(size, name.removesuffix(".jsonl"), prefix=name.removesuffix(".jsonl"), **knobs)
            for name, size in sizes.items() if size}
     if config.pretrain is not None:
-        out[PREPARED_PRETRAIN] = pretrain_questions(config)
+        out[PREPARED_PRETRAIN] = family_questions(config.source, config.pretrain, "pretrain", config.source.seed)
+    if config.teacher_data is not None:  # another stream of the same bucket: apart from the student's family
+        out[PREPARED_TEACHER] = family_questions(config.source, config.teacher_data, "teacher",
+                                                 config.source.seed + TEACHER_SEED_OFFSET)
     return out
 
 
-def pretrain_questions(config: PrepareStageConfig) -> list[dict]:
-    """The pretraining family: each chain length's share from the `pretrain` bucket (ids
-    `pretrain-c<length>-<i>`), interleaved by a shuffle seeded with the source's seed."""
-    source, pretrain = config.source, config.pretrain
-    knobs = {"quantities": pretrain.quantities if pretrain.quantities is not None else source.quantities,
-             "interact": pretrain.interact if pretrain.interact is not None else source.interact,
-             "max_value": pretrain.max_value or source.max_value, "seed": source.seed}
-    questions = [question for length, count in pretrain.shares()
+def family_questions(source: DataSourceSpec, family: PretrainDataSpec, prefix: str, seed: int) -> list[dict]:
+    """A training family from the `pretrain` bucket: each chain length's share (ids
+    `<prefix>-c<length>-<i>`), interleaved by a shuffle seeded with `seed`."""
+    knobs = {"quantities": family.quantities if family.quantities is not None else source.quantities,
+             "interact": family.interact if family.interact is not None else source.interact,
+             "max_value": family.max_value or source.max_value, "seed": seed}
+    questions = [question for length, count in family.shares()
                  for question in arithmetic_questions(count, "pretrain", chain_length=length,
-                                                      prefix=f"pretrain-c{length}", **knobs)]
-    random.Random(f"negrl-pretrain/{source.seed}").shuffle(questions)
+                                                      prefix=f"{prefix}-c{length}", **knobs)]
+    random.Random(f"negrl-{prefix}/{seed}").shuffle(questions)
     return questions
 
 
@@ -83,28 +92,34 @@ def splits(config: PrepareStageConfig) -> dict:
 
 
 def build_base_model(config: PrepareStageConfig, out: Path) -> None:
-    """The from-scratch base model: word tokens for `sequence` tasks and the arithmetic source (every
+    """The from-scratch base models (and a scratch teacher): word tokens for `sequence` tasks and the arithmetic source (every
     number of its range one token), BPE on the training text otherwise."""
-    from negrl_trainer.scratch_model import build_scratch_model
-
     questions = [q for name in (PREPARED_TRAIN, PREPARED_TEST, PREPARED_VALIDATION) if (out / name).exists()
                  for q in read_source(out / name, "questions-jsonl", name)]
     texts = [text for q in questions for text in (q["question"], q["solution"] or q["answer"])]
-    shape = config.scratch_model.model_dump(by_alias=False, exclude={"seed"})
     words = None
     prompt_words = config.prompt.template.replace("{question}", " ").split()
     if config.task == "sequence":
         words = {word for text in texts for word in text.split()} | set(prompt_words)
     elif config.source.kind == "arithmetic":
         words = {*vocabulary(config.source.max_value), *prompt_words}
-    for seed in config.scratch_seeds:  # same tokenizer, independent initialisations
-        folder = out / scratch_model_folder(seed)
-        temporary = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(temporary, ignore_errors=True)
-        build_scratch_model(temporary, texts, words=words, seed=config.scratch_model.seed + seed, **shape)
-        if folder.exists():
-            shutil.rmtree(folder)
-        temporary.rename(folder)
+    for seed in config.scratch_seeds if config.scratch_model is not None else ():  # one tokenizer, own weights
+        _build_into(out / scratch_model_folder(seed), texts, words, config.scratch_model,
+                    config.scratch_model.seed + seed)
+    if config.teacher_model is not None:
+        _build_into(out / TEACHER_MODEL_FOLDER, texts, words, config.teacher_model, config.teacher_model.seed)
+
+
+def _build_into(folder: Path, texts: list[str], words, shape: ScratchModelSpec, seed: int) -> None:
+    """A scratch model built beside `folder` and moved into place whole."""
+    from negrl_trainer.scratch_model import build_scratch_model
+
+    temporary = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(temporary, ignore_errors=True)
+    build_scratch_model(temporary, texts, words=words, seed=seed, **shape.model_dump(by_alias=False, exclude={"seed"}))
+    if folder.exists():
+        shutil.rmtree(folder)
+    temporary.rename(folder)
 
 
 def prepare(config: PrepareStageConfig) -> dict:
@@ -115,7 +130,7 @@ def prepare(config: PrepareStageConfig) -> dict:
     files = splits(config)
     summary = {"stage": "prepare", **{name.removesuffix(".jsonl"): write_questions(out / name, questions)
                                       for name, questions in files.items()}}
-    if config.scratch_model:
+    if config.scratch_model or config.teacher_model:
         build_base_model(config, out)
     write_json_atomic(out / MANIFEST, {"inputs_hash": expected, "summary": summary,
                                        "records": [PREPARED_TRAIN, PREPARED_TEST], "shards": 1})

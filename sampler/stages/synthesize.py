@@ -22,6 +22,7 @@ from negrl_operator.api.artifact import read_jsonl, shard_records_path
 from negrl_operator.api.exit_code import ConfigError
 from negrl_operator.api.stage_config import PREPARED_TRAIN, read_input, validation_problems
 from negrl_operator.api.teacher import SynthesizeStageConfig
+from negrl_sampler.arithmetic_check import solution_checks
 from negrl_sampler.dataset import write_questions
 from negrl_sampler.grading.answer import extract
 from negrl_sampler.grading.grader import Grader
@@ -124,12 +125,16 @@ async def solve_question(config: SynthesizeStageConfig, client: CompletionClient
     completion, requests = await complete_k(client, solutions_request(config, question.question, question.id))
     texts = [choice.text for choice in completion.choices]
     grades = await grader.grade([(text, question.answer, config.task) for text in texts])
-    accepted = [grade.correct is True for grade in grades]
+    graded = [grade.correct is True for grade in grades]
+    # the arithmetic task re-runs every line: a right answer reached through a wrong or garbled line is refused
+    accepted = [ok and solution_checks(question.question, text) for ok, text in zip(graded, texts, strict=True)] \
+        if config.check_lines else graded
     chosen = select_solutions(texts, accepted, config.params.keep_per_question)
     return {"question_id": question.id, "order": order, "mode": "solutions", "question": question.question,
             "answer": question.answer, "solutions": chosen.kept, "generated": len(texts),
-            "accepted": sum(accepted), "kept": len(chosen.kept), "rejected": chosen.rejected, "duplicates": chosen.duplicates,
-            "surplus": chosen.surplus, **cost(completion, requests)}
+            "accepted": sum(accepted), "line_errors": sum(graded) - sum(accepted), "kept": len(chosen.kept),
+            "rejected": chosen.rejected, "duplicates": chosen.duplicates, "surplus": chosen.surplus,
+            **cost(completion, requests)}
 
 
 async def write_problem(config: SynthesizeStageConfig, client: CompletionClient, grader: AsyncGrader,
@@ -168,12 +173,21 @@ def heldout_index(config: SynthesizeStageConfig) -> HeldoutIndex:
     return HeldoutIndex(questions, config.params.ngram)
 
 
+class EmptyDsynError(RuntimeError):
+    """No teacher solution or problem survived the checks."""
+
+
 def write_dsyn(config: SynthesizeStageConfig) -> dict:
     """D_syn from every shard's records, as `<output_dir>/train.jsonl`; its counts for the summary."""
     count = config.shard_count
     records = [record for index in range(count) for record in read_jsonl(shard_records_path(config.output_dir,
                                                                                              index, count))]
     questions, duplicate_problems = dsyn(records)
+    if not questions:  # every later stage would train and score on nothing
+        generated = sum(record.get("generated", 0) for record in records)
+        raise EmptyDsynError(f"the teacher's D_syn is empty: none of its {generated} solutions was accepted "
+                             f"({len(records)} records); train or pick a stronger teacher, or raise "
+                             "teacher.synthesis.solutionsPerQuestion")
     path = Path(config.output_dir) / PREPARED_TRAIN
     write_questions(path, questions)
     return {"dsyn_records": len(questions), "duplicate_problems": duplicate_problems, "dsyn_path": str(path)}

@@ -54,6 +54,8 @@ Mutation = tuple[Path_, Any]
 # Teachers a cluster runs (#22): an endpoint with its key in a Secret, a model served on GPUs of its own.
 ENDPOINT_TEACHER = {"baseUrl": "https://api.example.com/v1", "model": "big", "apiKeySecret": {"name": "teacher-key"}}
 SERVED_TEACHER = {"model": "/data/models/teacher-70b", "tensorParallel": 8, "resources": {"requests": {"cpu": 16}}}
+SCRATCH_TEACHER = {"hidden": 256, "layers": 4, "heads": 4, "training": {"examples": 64000, "chainLengths": [4]}}
+ARITHMETIC = {"kind": "arithmetic", "maxValue": 50}
 
 # Valid and just-invalid values of each value rule (the rule is found on the field's schema).
 RULE_SAMPLES: dict[str, list] = {
@@ -326,6 +328,12 @@ INVALID: list[tuple[str, list[Mutation], str]] = [
      "spec.teacher.endpoint.apiKeyEnv"),
     ("teacher-queue-name", [(("teacher",), {"served": SERVED_TEACHER}), (("scheduling", "teacher", "queueName"), "q" * 64)],
      "spec.scheduling.teacher.queueName"),
+    ("teacher-model-and-scratch", [(("teacher",), {"served": {**SERVED_TEACHER, "scratch": SCRATCH_TEACHER}}),
+                                   (("data", "source"), ARITHMETIC)], "spec.teacher.served.model"),
+    ("teacher-scratch-source", [(("teacher",), {"served": {"scratch": SCRATCH_TEACHER}})], "spec.teacher.served.scratch"),
+    ("teacher-scratch-range", [(("teacher",), {"served": {"scratch": {**SCRATCH_TEACHER, "training": {
+        "examples": 64000, "chainLengths": [4], "maxValue": 51}}}}), (("data", "source"), ARITHMETIC)],
+     "spec.teacher.served.scratch.training.maxValue"),
 ]
 
 

@@ -224,7 +224,7 @@ def test_vocabulary_covers_every_token():
 
 
 @pytest.mark.parametrize("knobs,message", [
-    ({"quantities": 1}, "quantities"), ({"quantities": 7}, "quantities"),
+    ({"quantities": 0}, "quantities"), ({"quantities": 7}, "quantities"),
     ({"chain_length": 0}, "chain_length"), ({"chain_length": 13}, "chain_length"),
     ({"max_value": 0}, "max_value"), ({"interact": -0.1}, "interact"), ({"interact": 1.5}, "interact"),
 ])
@@ -273,3 +273,16 @@ def test_a_wrong_answer_always_has_a_consequential_error():
         if check.first_consequential_error is not None:
             assert check.first_error <= check.first_consequential_error
         assert (check.first_error is None) is (response == reference)
+
+
+def test_one_quantity_is_a_single_chain_each_line_starting_from_the_last_result():
+    rng = random.Random(3)
+    for _ in range(50):
+        problem = generate_problem(rng, quantities=1, chain_length=4, max_value=50, interact=0.9)
+        [name] = problem.names
+        assert problem.asked == name and all(e.target == name and e.other is None for e in problem.events)
+        steps, counts = event_steps(problem)
+        befores, results = [before for before, _, _ in steps], [result for _, _, result in steps]
+        assert befores == [problem.initial[0], *results[:-1]] and counts[name] == results[-1]
+        lines = reference_lines(problem)
+        assert lines[-1] == f"#### {results[-1]}" and check_response(problem, "\n".join(lines)).first_error is None

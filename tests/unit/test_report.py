@@ -201,3 +201,18 @@ def test_comparison_json_has_no_infinity():
     document = json.loads(json.dumps(comparison.as_dict(), allow_nan=False))
     assert document["multiplier_ci"] == [4.0, None] and document["seed_differences"] == {"0": 0.1, "1": 0.1}
     assert (document["p_holm"], document["significant_holm"], document["policy"]) == (0.003, True, "step-dpo")
+
+
+def test_the_teacher_section_gives_the_synthesize_stages_headline_figures():
+    from negrl_operator.report.table import teacher_lines
+
+    summary = {"requests": 1000, "generated": 4000, "generated_tokens": 96000, "tokens_per_s": 812.5,
+               "acceptance_rate": 0.6125, "accepted": 2450, "line_errors": 31, "dsyn_records": 931,
+               "duplicates": 7, "contaminated": 0, "cost_tokens": 150000}
+    heading, text = teacher_lines(summary)
+    assert heading == "\n## Teacher (synthesize stage)\n"
+    assert text == ("1000 requests, 4000 solutions, 96000 generated tokens at 812.5 tokens/s; acceptance rate 0.613 "
+                    "(2450 accepted, 31 more with a right answer refused for a wrong line); D_syn: 931 records; "
+                    "7 duplicates and 0 contaminated dropped; cost 150000 tokens.\n")
+    assert "refused" not in teacher_lines({**summary, "line_errors": 0})[1]
+    assert teacher_lines(None) == [] and teacher_lines({}) == []

@@ -111,13 +111,46 @@ def test_dsyn_keeps_every_training_question_of_solutions_mode():
 
 def test_counts_and_rates():
     records = [{"requests": 1, "prompt_tokens": 10, "generated_tokens": 30, "generated": 3, "accepted": 2, "kept": 1,
-                "rejected": 1, "duplicates": 1},
+                "rejected": 1, "duplicates": 1, "line_errors": 1},
                {"requests": 2, "prompt_tokens": 5, "generated_tokens": 10, "generated": 3, "accepted": 1, "kept": 1,
                 "rejected": 2, "contaminated": 0, "disagreed": 1}]
     totals = unit_counts(records)
     assert totals == {"units": 2, "requests": 3, "prompt_tokens": 15, "generated_tokens": 40, "generated": 6,
-                      "accepted": 3, "kept": 2, "rejected": 3, "duplicates": 1, "surplus": 0, "contaminated": 0,
+                      "accepted": 3, "line_errors": 1, "kept": 2, "rejected": 3, "duplicates": 1, "surplus": 0, "contaminated": 0,
                       "disagreed": 1, "empty": 0}
     assert rates({**totals, "run_seconds": 4.0, "run_generated_tokens": 40}) == {
         "acceptance_rate": 0.5, "tokens_per_s": 10.0, "cost_tokens": 55}
     assert rates({}) == {"acceptance_rate": 0.0, "tokens_per_s": 0.0, "cost_tokens": 0}
+
+
+def test_an_empty_d_syn_fails_the_stage_naming_the_counts_and_the_fix(tmp_path):
+    import json
+
+    from negrl_operator.api.artifact import shard_records_path
+    from negrl_operator.api.teacher import SynthesizeStageConfig
+    from negrl_sampler.stages.synthesize import EmptyDsynError, write_dsyn
+
+    config = SynthesizeStageConfig(output_dir=str(tmp_path), task="gsm8k", questions="q",
+                                   endpoint={"base_url": "http://127.0.0.1:1/v1", "model": "m"})
+    records = [{"question_id": f"q{i}", "order": i, "mode": "solutions", "question": "?", "answer": "1",
+                "solutions": [], "generated": 4} for i in range(3)]
+    path = shard_records_path(str(tmp_path), 0, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    with pytest.raises(EmptyDsynError, match=r"none of its 12 solutions was accepted \(3 records\); train or pick "
+                                             r"a stronger teacher"):
+        write_dsyn(config)
+    assert not (tmp_path / "train.jsonl").exists()
+
+
+@pytest.mark.parametrize(("response", "verified"), [
+    ("Ann = 5 + 4 = 9\n#### 9", True),
+    ("Ann = 5 + 4 = 9\n#### 8", False),
+    ("Ann = 5 + 4 = 8\n#### 9", False),  # a slip, then the right answer: not what D_syn should teach
+    ("? = 5 - 10 - 0\n has = 9", False),  # the gsm8k grader's last-number fallback would accept it
+])
+def test_a_verified_arithmetic_solution_is_right_in_every_line(response, verified):
+    from negrl_sampler.arithmetic_check import solution_checks
+
+    question = "Ann has 5 apples . Ann gets 4 more apples . How many apples does Ann have ?"
+    assert solution_checks(question, response) is verified

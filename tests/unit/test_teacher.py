@@ -129,16 +129,11 @@ def test_the_crd_documents_the_teacher_and_checks_its_rules():
     assert SynthesisParams().mode == "solutions"
 
 
-def test_negrl_run_serves_a_served_teacher_only_while_synthesize_runs(tmp_path, monkeypatch):
-    from negrl_operator.api.experiment import NegRLExperiment
+def negrl_run_events(experiment, tmp_path, monkeypatch) -> list[tuple]:
+    """What `negrl run` does, in order: servers started (policy, weights, model length) and stopped,
+    stages run (`cached`: through the stage cache); no process starts."""
     from negrl_operator.local import runner
 
-    off = {"enabled": False}
-    experiment = NegRLExperiment.model_validate({
-        "apiVersion": "negrl.io/v1alpha1", "kind": "NegRLExperiment", "metadata": {"name": "teach"},
-        "spec": spec_with(teacher={"served": {"model": "/models/teacher"}},
-                          stages={name: off for name in ("sampling", "rft", "credit", "stepDpo", "outcomeDpo", "eval")}),
-    })
     events = []
 
     class Server:
@@ -148,20 +143,36 @@ def test_negrl_run_serves_a_served_teacher_only_while_synthesize_runs(tmp_path, 
         def stop(self):
             events.append(("stop", self.model))
 
-    def start(self, policy, model_dir):
-        events.append(("start", policy, model_dir))
+    def start(self, policy, model_dir, max_model_len):
+        events.append(("start", policy, model_dir, max_model_len))
         return Server(policy)
 
-    def run_stage(node, config, workdir, relay=None):
-        events.append(("run", node.name, config.server.model if getattr(config, "server", None) else None))
-        return {}
+    def stage(how):
+        def run(node, config, workdir, relay=None):
+            events.append((how, node.name, config.server.model if getattr(config, "server", None) else None))
+            return {}
+        return run
 
     class View:
         def __getattr__(self, name):
             return lambda *args, **kwargs: None
 
     monkeypatch.setattr(runner.LocalServers, "_start", start)
-    monkeypatch.setattr(runner, "run_stage", run_stage)
+    monkeypatch.setattr(runner, "run_stage", stage("run"))
+    monkeypatch.setattr(runner, "run_cached", stage("cached"))
     runner.run_experiment(experiment, tmp_path, "vllm", View())
-    assert events == [("run", "prepare", None), ("start", "teacher", "/models/teacher"),
-                      ("run", "synthesize", "teacher"), ("stop", "teacher"), ("run", "sft", None)]
+    return events
+
+
+def test_negrl_run_serves_a_served_teacher_only_while_synthesize_runs(tmp_path, monkeypatch):
+    from negrl_operator.api.experiment import NegRLExperiment
+
+    off = {"enabled": False}
+    experiment = NegRLExperiment.model_validate({
+        "apiVersion": "negrl.io/v1alpha1", "kind": "NegRLExperiment", "metadata": {"name": "teach"},
+        "spec": spec_with(teacher={"served": {"model": "/models/teacher"}},
+                          stages={name: off for name in ("sampling", "rft", "credit", "stepDpo", "outcomeDpo", "eval")}),
+    })
+    assert negrl_run_events(experiment, tmp_path, monkeypatch) == [
+        ("run", "prepare", None), ("start", "teacher", "/models/teacher", 4096), ("run", "synthesize", "teacher"),
+        ("stop", "teacher"), ("run", "sft", None)]
