@@ -124,8 +124,9 @@ def rft_line_errors(problems: dict[str, Problem], positives: list[dict]) -> dict
 
 def _problem(problems: dict[str, Problem], question_id: str, source: str) -> Problem:
     if question_id not in problems:
-        raise ReportError(f"{source}: question_id {question_id!r} is not in the prepared train questions; "
-                         "the report reads credit records and RFT positives of the same run's prepare stage")
+        raise ReportError(f"{source}: question_id {question_id!r} is not among the run's training questions (D_syn: "
+                          "prepare's or the teacher's train.jsonl); the report reads credit records and RFT positives "
+                          "of the same run")
     return problems[question_id]
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from negrl_operator.api.artifact import read_jsonl, read_records, stage_manifest
 from negrl_operator.api.experiment import NegRLExperiment
 from negrl_operator.api.stage_config import PREPARED_TEST, PREPARED_TRAIN, PREPARED_VALIDATION
-from negrl_operator.reconcile.graph import BASE_POLICY, StageNode, stage_graph
+from negrl_operator.reconcile.graph import BASE_POLICY, StageNode, stage_graph, training_source
 from negrl_operator.report import credit_truth, diagnostics
 from negrl_operator.report.comparison import Comparison, CurveRise, compare_to_sft, curve_rise
 from negrl_operator.report.estimate import accuracy_intervals, correctness_tables
@@ -110,7 +110,7 @@ def _diagnose(evidence: Evidence, experiment: NegRLExperiment, nodes: list[Stage
     evidence.gates = diagnostics.gates(degree, tests if sequence else [], trains, censuses)
     if spec.data.source.kind == "arithmetic":
         sft = {seed: test.accuracy if test.questions else None for seed, test in zip(by_seed, tests, strict=True)}
-        _arithmetic(evidence, by_seed, root, sft, train_of, collapses)
+        _arithmetic(evidence, by_seed, root, root / training_source(experiment.spec), sft, train_of, collapses)
 
 
 def _finished(root: Path, names: dict[str, str], role: str) -> list[dict] | None:
@@ -127,9 +127,9 @@ def _rft_positives(root: Path, names: dict[str, str]) -> list[dict] | None:
     return None
 
 
-def _problems(root: Path, wanted: set[str]) -> dict:
-    """The problems of the prepared training questions the credit records and RFT positives answer."""
-    path = root / "prepare" / PREPARED_TRAIN
+def _problems(d_syn: Path, wanted: set[str]) -> dict:
+    """The problems of the training questions (D_syn) the credit records and RFT positives answer."""
+    path = d_syn / PREPARED_TRAIN
     questions = {q["id"]: q["question"] for q in read_jsonl(path)} if path.exists() else {}
     return {qid: parse_problem(questions[qid]) for qid in wanted if qid in questions}
 
@@ -143,13 +143,14 @@ def _truth_figures(problems: dict, credit: list[dict], positives: list[dict] | N
             "tokens_per_negative": round(cost["tokens_per_negative"], 1)}
 
 
-def _arithmetic(evidence: Evidence, by_seed: dict[int, dict[str, str]], root: Path, sft: dict[int, float | None],
-                train: dict[int, float | None], collapses: list[Collapse] | None) -> None:
-    """Credit against the true first error, per seed and pooled, and the task's regime gates."""
+def _arithmetic(evidence: Evidence, by_seed: dict[int, dict[str, str]], root: Path, d_syn: Path,
+                sft: dict[int, float | None], train: dict[int, float | None], collapses: list[Collapse] | None) -> None:
+    """Credit against the true first error, per seed and pooled, and the task's regime gates; `d_syn` is
+    the folder of the training questions sampled (prepare's, or the teacher's synthesize stage's)."""
     loaded = {seed: (_finished(root, names, "credit"), _finished(root, names, "sample"), _rft_positives(root, names))
               for seed, names in by_seed.items()}
     wanted = {r["question_id"] for credit, _, positives in loaded.values() for r in (credit or []) + (positives or [])}
-    problems = _problems(root, wanted)
+    problems = _problems(d_syn, wanted)
     figures, regimes = {}, []
     for seed, (credit, samples, positives) in loaded.items():
         figures[seed] = _truth_figures(problems, credit or [], positives)

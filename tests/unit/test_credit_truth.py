@@ -129,7 +129,7 @@ def test_rft_positives_with_a_wrong_line_but_a_right_answer():
 
 
 def test_records_of_unknown_questions_fail_the_report():
-    with pytest.raises(ReportError, match="credit: question_id 'q9' is not in the prepared train questions"):
+    with pytest.raises(ReportError, match="credit: question_id 'q9' is not among the run's training questions"):
         judge_records({"q0": PROBLEM}, [record(SLIP_2, 2, qid="q9")])
     with pytest.raises(ReportError, match="rft.jsonl: question_id 'q9'"):
         rft_line_errors({"q0": PROBLEM}, [{"question_id": "q9", "response": R1}])

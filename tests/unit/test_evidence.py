@@ -203,5 +203,18 @@ def test_a_credit_record_of_an_unknown_question_fails_the_report(tmp_path):
     (folder / "r.jsonl").write_text(json.dumps(credit_record("train-7", ["#### 1"], 1, 1)) + "\n")
     experiment = NegRLExperiment.model_validate({"apiVersion": "negrl.io/v1alpha1", "kind": "NegRLExperiment",
                                                  "metadata": {"name": "e"}, "spec": ARITHMETIC_SPEC})
-    with pytest.raises(ReportError, match="credit: question_id 'train-7' is not in the prepared train questions"):
+    with pytest.raises(ReportError, match="credit: question_id 'train-7' is not among the run's training questions"):
         gather(experiment, tmp_path, {})
+
+
+def test_with_a_teacher_the_credit_truth_reads_the_teachers_d_syn(tmp_path):
+    arithmetic_run(tmp_path)
+    artifacts = tmp_path / "artifacts"
+    (artifacts / "synthesize").mkdir()
+    (artifacts / "prepare" / "train.jsonl").rename(artifacts / "synthesize" / "train.jsonl")
+    teacher = {"endpoint": {"baseUrl": "https://api.example.com/v1", "model": "big"}}
+    experiment = NegRLExperiment.model_validate({"apiVersion": "negrl.io/v1alpha1", "kind": "NegRLExperiment",
+                                                 "metadata": {"name": "e"}, "spec": {**ARITHMETIC_SPEC,
+                                                                                     "teacher": teacher}})
+    pooled = science_json(gather(experiment, tmp_path, {}))["credit_truth"]["pooled"]
+    assert (pooled["negatives"], pooled["pits"], pooled["pit_precision"], pooled["rft_positives"]) == (6, 5, 0.8, 2)
