@@ -281,6 +281,10 @@ class SynthesizeStageConfig(StageBase):
         description="`solutions` mode: also re-run every line with the arithmetic task's checker and accept only "
         "solutions whose every line is right (the source kind arithmetic sets it).",
     )
+    fail_if_empty: bool = Field(
+        False, exclude_if=lambda value: not value,
+        description="Fail instead of writing an empty D_syn (set when SFT or sampling reads it).",
+    )
 
     @model_validator(mode="after")
     def _one_teacher(self):

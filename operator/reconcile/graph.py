@@ -269,6 +269,7 @@ def _synthesize_config(spec, node, root, server, common) -> SynthesizeStageConfi
         **common, task=spec.data.task, questions=_questions(root), heldout=heldout, problems=problems,
         endpoint=endpoint, server=server if endpoint is None else None, params=params,
         shard_count=spec.worker.shards, check_lines=source.kind == "arithmetic",
+        fail_if_empty=spec.stages.sft.enabled or spec.stages.sampling.enabled,
     )
 
 

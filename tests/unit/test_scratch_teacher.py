@@ -14,6 +14,7 @@ from negrl_operator.api.stage_config import (
     PrepareStageConfig,
     PretrainDataSpec,
     ScratchModelSpec,
+    ServerRef,
     TrainStageConfig,
     parse_stage_config,
 )
@@ -36,6 +37,7 @@ from tests.unit.test_teacher import negrl_run_events
 pytestmark = pytest.mark.unit
 
 ROOT = "/data/exp"
+SERVER = ServerRef(base_url="http://127.0.0.1:8000/v1", model="teacher")
 TRAINING = {"examples": 9, "chainLengths": [4], "maxValue": 30,
             "params": {"learningRate": 0.002, "epochs": 1, "microBatchSize": 4, "maxLength": 160}}
 SCRATCH = {"hidden": 256, "layers": 4, "heads": 4, "maxPositions": 160, "training": TRAINING}
@@ -157,3 +159,15 @@ def test_negrl_run_trains_the_teacher_through_the_cache_then_serves_what_it_wrot
         ("run", "prepare", None), ("cached", "teacher-sft", None),
         ("start", "teacher", f"{tmp_path}/artifacts/teacher-sft/model", 160),
         ("run", "synthesize", "teacher"), ("stop", "teacher"), ("run", "sft", None)]
+
+
+def test_synthesize_verifies_arithmetic_lines_and_refuses_an_empty_d_syn_that_sft_would_read():
+    spec = with_teacher()
+    config = stage_config(spec, node_named(spec, "synthesize"), ROOT, SERVER)
+    assert (config.check_lines, config.fail_if_empty) == (True, True)
+    alone = with_teacher(stages={**ONLY_SFT, "sft": OFF, "eval": OFF})  # nothing reads D_syn
+    assert stage_config(alone, node_named(alone, "synthesize"), ROOT, SERVER).fail_if_empty is False
+    served = with_teacher({"model": "/m"}, data={"task": "gsm8k", "source": {"kind": "gsm8k-jsonl",
+                                                 "trainPath": "/d/train.jsonl", "testPath": "/d/test.jsonl"}},
+                          model={"name": "m"})
+    assert stage_config(served, node_named(served, "synthesize"), ROOT, SERVER).check_lines is False

@@ -123,14 +123,14 @@ def test_counts_and_rates():
     assert rates({}) == {"acceptance_rate": 0.0, "tokens_per_s": 0.0, "cost_tokens": 0}
 
 
-def test_an_empty_d_syn_fails_the_stage_naming_the_counts_and_the_fix(tmp_path):
+def test_an_empty_d_syn_that_sft_would_read_fails_the_stage_naming_the_counts_and_the_fix(tmp_path):
     import json
 
     from negrl_operator.api.artifact import shard_records_path
     from negrl_operator.api.teacher import SynthesizeStageConfig
     from negrl_sampler.stages.synthesize import EmptyDsynError, write_dsyn
 
-    config = SynthesizeStageConfig(output_dir=str(tmp_path), task="gsm8k", questions="q",
+    config = SynthesizeStageConfig(output_dir=str(tmp_path), task="gsm8k", questions="q", fail_if_empty=True,
                                    endpoint={"base_url": "http://127.0.0.1:1/v1", "model": "m"})
     records = [{"question_id": f"q{i}", "order": i, "mode": "solutions", "question": "?", "answer": "1",
                 "solutions": [], "generated": 4} for i in range(3)]
@@ -141,6 +141,9 @@ def test_an_empty_d_syn_fails_the_stage_naming_the_counts_and_the_fix(tmp_path):
                                              r"a stronger teacher"):
         write_dsyn(config)
     assert not (tmp_path / "train.jsonl").exists()
+    # with nothing after it that reads D_syn (SFT and sampling disabled) an empty one is written
+    assert write_dsyn(config.model_copy(update={"fail_if_empty": False}))["dsyn_records"] == 0
+    assert (tmp_path / "train.jsonl").read_text() == ""
 
 
 @pytest.mark.parametrize(("response", "verified"), [
