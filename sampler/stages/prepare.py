@@ -92,8 +92,8 @@ def splits(config: PrepareStageConfig) -> dict:
 
 
 def build_base_model(config: PrepareStageConfig, out: Path) -> None:
-    """The from-scratch base models (and a scratch teacher): word tokens for `sequence` tasks and the arithmetic source (every
-    number of its range one token), BPE on the training text otherwise."""
+    """The from-scratch base models (and a scratch teacher): word tokens for `sequence` tasks and the
+    arithmetic source (every number of its range one token), BPE on the training text otherwise."""
     questions = [q for name in (PREPARED_TRAIN, PREPARED_TEST, PREPARED_VALIDATION) if (out / name).exists()
                  for q in read_source(out / name, "questions-jsonl", name)]
     texts = [text for q in questions for text in (q["question"], q["solution"] or q["answer"])]
