@@ -5,9 +5,9 @@ The same manifest, spec model and stage graph as the operator; each stage runs a
 turn), with its log under `<workdir>/logs/`. A finished pretrain (or teacher-sft) stage is kept in a
 cache by content (`stage_cache`), so a shared base (or a scratch teacher) is trained once per machine.
 Policies are served by a local vLLM server (or, without vLLM, by transformers behind the same OpenAI
-protocol). Finished stages are
-skipped on a rerun (their manifest matches their inputs and is newer than what they read); Ctrl-C
-stops the running stage and every server, and leaves only complete artifacts.
+protocol). Finished stages are skipped on a rerun (their manifest matches their inputs and is newer
+than what they read); Ctrl-C stops the running stage and every server, and leaves only complete
+artifacts.
 """
 
 from __future__ import annotations
