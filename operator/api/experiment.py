@@ -373,31 +373,29 @@ EXTERNAL_RULES[PretrainSpec] = (
 )
 
 
-def _pretrain_source_ok(spec: ExperimentSpec) -> bool:
-    scratch = spec.model.scratch
-    return scratch is None or scratch.pretrain is None or spec.data.source.kind == "arithmetic"
-
-
-def _pretrain_range_ok(spec: ExperimentSpec) -> bool:
-    scratch = spec.model.scratch
-    pretrain = scratch.pretrain if scratch is not None else None
-    return pretrain is None or pretrain.max_value is None or pretrain.max_value <= spec.data.source.max_value
-
-
 def scratch_teacher(spec: ExperimentSpec) -> TeacherScratchSpec | None:
     """The teacher the experiment trains itself (teacher.served.scratch), if any."""
     served = spec.teacher.served if spec.teacher is not None else None
     return served.scratch if served is not None else None
 
 
-def _teacher_source_ok(spec: ExperimentSpec) -> bool:
-    return scratch_teacher(spec) is None or spec.data.source.kind == "arithmetic"
+def _pretraining(spec: ExperimentSpec) -> PretrainSpec | None:
+    return spec.model.scratch.pretrain if spec.model.scratch is not None else None
 
 
-def _teacher_range_ok(spec: ExperimentSpec) -> bool:
-    scratch = scratch_teacher(spec)
-    limit = scratch.training.max_value if scratch is not None else None
-    return limit is None or limit <= spec.data.source.max_value
+def _teacher_training(spec: ExperimentSpec) -> PretrainSpec | None:
+    teacher = scratch_teacher(spec)
+    return teacher.training if teacher is not None else None
+
+
+def _needs_arithmetic(family: PretrainSpec | None, spec: ExperimentSpec) -> bool:
+    """A training family of the arithmetic task (pretraining, a scratch teacher's) needs that source."""
+    return family is None or spec.data.source.kind == "arithmetic"
+
+
+def _within_source_range(family: PretrainSpec | None, spec: ExperimentSpec) -> bool:
+    """Its counts stay within the source's vocabulary."""
+    return family is None or family.max_value is None or family.max_value <= spec.data.source.max_value
 
 
 _SCRATCH_TEACHER = "has(self.teacher) && has(self.teacher.served) && has(self.teacher.served.scratch)"
@@ -540,26 +538,29 @@ class ExperimentSpec(Checked):
         CrossFieldRule(
             "!has(self.model.scratch) || !has(self.model.scratch.pretrain) || self.data.source.kind == 'arithmetic'",
             "pretraining uses the arithmetic task's pretrain family, so it needs data.source.kind arithmetic: "
-            "set that source or remove model.scratch.pretrain", ".model.scratch.pretrain", _pretrain_source_ok,
+            "set that source or remove model.scratch.pretrain", ".model.scratch.pretrain",
+            lambda s: _needs_arithmetic(_pretraining(s), s),
         ),
         CrossFieldRule(
             "!has(self.model.scratch) || !has(self.model.scratch.pretrain) || "
             "!has(self.model.scratch.pretrain.maxValue) || "
             "self.model.scratch.pretrain.maxValue <= self.data.source.maxValue",
             "must be at most data.source.maxValue, since the vocabulary is the "
-            "source's: lower it or unset it", ".model.scratch.pretrain.maxValue", _pretrain_range_ok,
+            "source's: lower it or unset it", ".model.scratch.pretrain.maxValue",
+            lambda s: _within_source_range(_pretraining(s), s),
         ),
         CrossFieldRule(
             f"!({_SCRATCH_TEACHER}) || self.data.source.kind == 'arithmetic'",
             "a scratch teacher trains on the arithmetic task's pretrain bucket, so it needs data.source.kind "
             "arithmetic: set that source or give teacher.served.model instead", ".teacher.served.scratch",
-            _teacher_source_ok,
+            lambda s: _needs_arithmetic(_teacher_training(s), s),
         ),
         CrossFieldRule(
             f"!({_SCRATCH_TEACHER}) || !has(self.teacher.served.scratch.training.maxValue) || "
             "self.teacher.served.scratch.training.maxValue <= self.data.source.maxValue",
             "must be at most data.source.maxValue, since the vocabulary is the source's: lower it or unset it",
-            ".teacher.served.scratch.training.maxValue", _teacher_range_ok,
+            ".teacher.served.scratch.training.maxValue",
+            lambda s: _within_source_range(_teacher_training(s), s),
         ),
         CrossFieldRule(
             "size(self.sweep.sftMultipliers) == 0 || (has(self.data.syntheticSize) && self.stages.sft.enabled)",

@@ -39,7 +39,3 @@ class ScratchSpec(ScratchModelSpec):
         "stage after prepare); every SFT and an RFT from the base then start from <root>/pretrain/model, shared "
         "by all seeds. Needs data.source.kind arithmetic; maxValue is the source's (one vocabulary).",
     )
-
-    def model_shape(self) -> ScratchModelSpec:
-        """What the prepare stage builds (the pretraining is a stage of its own)."""
-        return ScratchModelSpec.model_validate(self.model_dump(by_alias=False, exclude={"pretrain"}))

@@ -370,6 +370,11 @@ class ScratchModelSpec(Strict):
     max_positions: int = Field(512, ge=16, le=32768, description="Longest sequence the model handles.")
     seed: int = Field(0, ge=0, description="Initialisation seed.")
 
+    def model_shape(self) -> ScratchModelSpec:
+        """The model alone, as the prepare stage builds it (a subclass's training family is a stage of its
+        own: model.scratch.pretrain, teacher.served.scratch.training)."""
+        return ScratchModelSpec.model_validate(self.model_dump(by_alias=False, include=set(ScratchModelSpec.model_fields)))
+
 
 FAMILY_RANGE = ("{field} maxValue {value} exceeds data.source.maxValue {limit}: the vocabulary is the source's, so "
                 "its counts must lie within it; lower {path}.maxValue or unset it")

@@ -114,10 +114,6 @@ class TeacherScratchSpec(ScratchModelSpec):
         "student's pretraining family) and its training hyperparameters.",
     )
 
-    def model_shape(self) -> ScratchModelSpec:
-        """What the prepare stage builds (the training is the teacher-sft stage's)."""
-        return ScratchModelSpec.model_validate(self.model_dump(by_alias=False, exclude={"training"}))
-
 
 class TeacherServedSpec(Strict):
     """A teacher served with vLLM like the policies, as its own Deployment (`<experiment>-teacher`)
