@@ -22,8 +22,8 @@ Definitions (positions are 1-based; the reference has one line per event, then t
 - `first_consequential_error`: the first non-`correct` position among those. A wrong line about a
   person the asked one never depends on is an error but not consequential, and the answer can still
   be right; a consequential error with a right answer is possible too (a slip, then a right `####`).
-- `answer_correct`: the last line that starts with `####` reads `#### N` with N the true answer (the
-  gsm8k grader reads the last `####` too; its fallbacks for answers without one are not mirrored).
+- `answer_correct`: the grader's `arithmetic` extraction (the last line that starts with `####`, read
+  as `#### N`, no fallbacks) is the true answer, so the checker and the grader agree by construction.
   When the answer is wrong, `first_consequential_error` is never None.
 """
 
@@ -33,6 +33,7 @@ import re
 from dataclasses import dataclass
 
 from negrl_sampler.arithmetic import MAX_DIGITS, Event, Problem, event_steps, parse_problem
+from negrl_sampler.grading.answer import extract_arithmetic
 
 VERDICTS = ("correct", "wrong", "unparseable", "missing", "extra")
 
@@ -97,13 +98,13 @@ def check_response(problem: Problem, response: str) -> LineCheck:
             verdicts.append(_answer_verdict(lines[index], answer))
     consequential = consequential_lines(problem)
     errors = [index + 1 for index, verdict in enumerate(verdicts) if verdict != "correct"]
-    answers = [line for line in lines if line.startswith("####")]
+    answered = extract_arithmetic(response)
     return LineCheck(
         verdicts=tuple(verdicts),
         consequential_lines=consequential,
         first_error=errors[0] if errors else None,
         first_consequential_error=next((p for p in errors if p in consequential or p > answer_position), None),
-        answer_correct=bool(answers) and _answer_verdict(answers[-1], answer) == "correct",
+        answer_correct=answered is not None and int(answered) == answer,
     )
 
 

@@ -130,7 +130,8 @@ class ModelSpec(Strict):
 
 
 class DataSpec(Strict):
-    task: Task = Field(description="Answer format and grader: gsm8k (final number), math (boxed), sequence (star graph).")
+    task: Task = Field(description="Answer format and grader: gsm8k (final number), math (boxed), sequence (star graph), "
+                     "arithmetic (the generated task: `#### N` on its own line, no fallbacks).")
     source: DataSourceSpec = Field(description="Train and test questions.")
     synthetic_size: int | None = Field(
         None, ge=1, le=10000000,
@@ -531,9 +532,10 @@ class ExperimentSpec(Checked):
             or s.data.source.validation_path is not None,
         ),
         CrossFieldRule(
-            "self.data.source.kind != 'arithmetic' || self.data.task == 'gsm8k'",
-            "source kind arithmetic writes GSM8K-style solutions (`#### N`): set data.task gsm8k", ".data.task",
-            lambda s: s.data.source.kind != "arithmetic" or s.data.task == "gsm8k",
+            "self.data.source.kind != 'arithmetic' || self.data.task == 'arithmetic'",
+            "source kind arithmetic is graded strictly (the line checker's `#### N`, no last-number fallback): "
+            "set data.task arithmetic", ".data.task",
+            lambda s: s.data.source.kind != "arithmetic" or s.data.task == "arithmetic",
         ),
         CrossFieldRule(
             "!has(self.model.scratch) || !has(self.model.scratch.pretrain) || self.data.source.kind == 'arithmetic'",

@@ -18,7 +18,7 @@ from pydantic.alias_generators import to_camel
 from negrl_operator.api.exit_code import ConfigError
 from negrl_operator.api.value_rule import QUESTION_PLACEHOLDER
 
-Task = Literal["gsm8k", "math", "sequence"]
+Task = Literal["gsm8k", "math", "sequence", "arithmetic"]
 STAGE_CONFIG_PATH = "/etc/negrl/stage.json"
 SEED_MAX = 2**31 - 1  # experiment seeds (spec.seeds): non-negative, added to every stage seed (which is >= 0)
 DEFAULT_ZERO_STAGE, DEFAULT_PRECISION = 2, "auto"  # TrainParams: unless the stage or spec.trainer sets them

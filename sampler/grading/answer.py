@@ -9,6 +9,9 @@ and never touches sympy. Three task types:
   is ...", else "the answer is ...", else ``#### ...``, else the last number.
 - ``sequence``: the token list after the last "Path:"-style label, else on the last non-empty line;
   tokens are separated by whitespace, commas or arrows.
+- ``arithmetic`` (the generated task, graded strictly): the last line that starts with ``####`` must
+  read ``#### N``; there are no fallbacks, so an answer without that line is no answer (a truncated
+  response whose last number happens to be the answer is not correct).
 
 References may be bare answers or full GSM8K solutions ending in ``#### N``.
 """
@@ -18,8 +21,8 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-Task = Literal["gsm8k", "math", "sequence"]
-TASKS: tuple[str, ...] = ("gsm8k", "math", "sequence")
+Task = Literal["gsm8k", "math", "sequence", "arithmetic"]
+TASKS: tuple[str, ...] = ("gsm8k", "math", "sequence", "arithmetic")
 
 MAX_BOXES_TRIED = 8  # unclosed boxes scanned from the end before giving up (bounds the work)
 MAX_ANSWER_SPAN = 2_000  # characters taken after an "answer is" marker
@@ -42,6 +45,7 @@ _MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", 
 _PATH_LABEL = re.compile(r"(?:path|answer|sequence|route)\s*(?:is)?\s*[:=]", re.IGNORECASE)
 _SEQ_SPLIT = re.compile(r"\s*(?:->|=>|\u2192|,|;|\s)\s*")
 _SEQ_TOKEN = re.compile(r"[A-Za-z0-9_]+")
+_ARITHMETIC_ANSWER = re.compile(r"####\s?([0-9]{1,30})")  # longer is no answer (bounds int())
 _GSM_NUMBER_REF = re.compile(r"-?\$?\s?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?%?")
 
 
@@ -225,10 +229,20 @@ def extract_sequence(response: str) -> list[str] | None:
     return split_sequence(lines[-1]) if lines else None
 
 
+def extract_arithmetic(response: str) -> str | None:
+    """The digits of the last line that starts with ``####``, when that line reads ``#### N``."""
+    answers = [line for line in (" ".join(line.split()) for line in clean_text(response).split("\n"))
+               if line.startswith("####")]
+    match = _ARITHMETIC_ANSWER.fullmatch(answers[-1]) if answers else None
+    return match[1] if match else None
+
+
 def extract(response: str, task: Task) -> str | None:
     """The answer a response gives, as text (a sequence is joined by single spaces)."""
     if task == "gsm8k":
         return extract_gsm8k(response)
+    if task == "arithmetic":
+        return extract_arithmetic(response)
     if task == "sequence":
         tokens = extract_sequence(response)
         return " ".join(tokens) if tokens is not None else None

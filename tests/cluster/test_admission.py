@@ -318,6 +318,7 @@ INVALID: list[tuple[str, list[Mutation], str]] = [
     ("unknown-field", [(("sampler", "tensorParalel"), 2)], "tensorParalel"),
     ("step-dpo-without-credit", [(("stages", "credit", "enabled"), False)], "spec.stages.stepDpo.enabled"),
     ("task-source", [(("data", "task"), "sequence")], "spec.data.task"),
+    ("arithmetic-task", [(("data", "source"), ARITHMETIC)], "spec.data.task"),
     ("mount-path", [(("storage", "mountPath"), "data")], "spec.storage.mountPath"),
     ("validation-split", [(("stages", "eval", "split"), "validation")], "spec.stages.eval.split"),
     ("teacher-both-kinds", [(("teacher",), {"endpoint": ENDPOINT_TEACHER, "served": SERVED_TEACHER})],
@@ -329,10 +330,10 @@ INVALID: list[tuple[str, list[Mutation], str]] = [
     ("teacher-queue-name", [(("teacher",), {"served": SERVED_TEACHER}), (("scheduling", "teacher", "queueName"), "q" * 64)],
      "spec.scheduling.teacher.queueName"),
     ("teacher-model-and-scratch", [(("teacher",), {"served": {**SERVED_TEACHER, "scratch": SCRATCH_TEACHER}}),
-                                   (("data", "source"), ARITHMETIC)], "spec.teacher.served.model"),
+                                   (("data", "source"), ARITHMETIC), (("data", "task"), "arithmetic")], "spec.teacher.served.model"),
     ("teacher-scratch-source", [(("teacher",), {"served": {"scratch": SCRATCH_TEACHER}})], "spec.teacher.served.scratch"),
     ("teacher-scratch-range", [(("teacher",), {"served": {"scratch": {**SCRATCH_TEACHER, "training": {
-        "examples": 64000, "chainLengths": [4], "maxValue": 51}}}}), (("data", "source"), ARITHMETIC)],
+        "examples": 64000, "chainLengths": [4], "maxValue": 51}}}}), (("data", "source"), ARITHMETIC), (("data", "task"), "arithmetic")],
      "spec.teacher.served.scratch.training.maxValue"),
 ]
 

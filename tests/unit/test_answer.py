@@ -50,11 +50,31 @@ SEQUENCE = {
     "words are not a sequence": ("I could not find a path!", None),
 }
 
+ARITHMETIC = {  # the generated task: `#### N` on its own line or no answer at all
+    "answer line": ("Ann = 5 + 4 = 9\n#### 9", "9"),
+    "no space after the hashes": ("#### 9", "9"),
+    "runs of spaces count as one": ("  ####   9  ", "9"),
+    "the last #### line decides": ("#### 9\nAnn = 9 + 1 = 10\n#### 10", "10"),
+    "a broken last #### line is no answer": ("#### 9\n#### nine", None),
+    "truncated: the last number is not an answer": ("Ann = 5 + 4 = 9", None),
+    "answer is: no fallback": ("The answer is 9", None),
+    "boxed: no fallback": ("\\boxed{9}", None),
+    "hashes mid-line are not an answer line": ("Ann = 9 #### 9", None),
+    "commas are not the task's format": ("#### 1,000", None),
+    "thirty-one digits are no answer": ("#### " + "1" * 31, None),
+}
+
 
 @pytest.mark.parametrize("name", GSM8K)
 def test_gsm8k_extraction(name):
     response, expected = GSM8K[name]
     assert extract(response, "gsm8k") == expected
+
+
+@pytest.mark.parametrize("name", ARITHMETIC)
+def test_arithmetic_extraction(name):
+    response, expected = ARITHMETIC[name]
+    assert extract(response, "arithmetic") == expected
 
 
 @pytest.mark.parametrize("name", MATH)

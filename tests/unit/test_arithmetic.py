@@ -91,6 +91,19 @@ def test_check_response_table(response, verdicts, first_error, first_consequenti
     assert check.consequential_lines == (1, 2, 3, 6)
 
 
+@pytest.mark.parametrize("response", [
+    lines(*REFERENCE), lines(R1, R2, R3, R4, R5, "#### 14"), lines(R1, R2, R3, R4, R5), lines(R1, R2, R3, R4, R5, "13"),
+    lines(*REFERENCE, "#### 14"), lines(R6, R1), lines(R1, R2, R3, R4, R5, "The answer is 13"), "", "#### 13\n#### x",
+])
+def test_the_grader_and_the_line_checker_agree_on_the_answer(response):
+    """The arithmetic task's grader has no last-number fallback: a truncated answer whose last number is
+    the answer (13 here) is wrong for both, so RFT positives and evaluations mean what the checker means."""
+    from negrl_sampler.grading.grader import grade
+
+    grade_ = grade(response, lines(*REFERENCE), "arithmetic")
+    assert (grade_.correct is True) is check_response(PROBLEM, response).answer_correct
+
+
 def test_huge_numbers_are_unparseable_not_parsed():
     check = check_response(PROBLEM, lines("Ann = 5 + 4 = " + "9" * 5000, R2, R3, R4, R5, R6))
     assert check.verdicts[0] == U

@@ -82,7 +82,7 @@ def test_gather_pairs_evaluations_and_diagnoses_each_seed(tmp_path):
     assert "Distinct examples per point: 4, 8." in text and "| 1 | 0.5 | 0.75 |" in text
 
 
-ARITHMETIC_SPEC = {**SPEC, "data": {"task": "gsm8k", "syntheticSize": 4, "prompt": {"template": "{question} ="},
+ARITHMETIC_SPEC = {**SPEC, "data": {"task": "arithmetic", "syntheticSize": 4, "prompt": {"template": "{question} ="},
                                     "source": {"kind": "arithmetic"}}}
 # train-0: Ann is asked, lines 1-3 and 6 on her slice, Cid's line 4 off it (as in test_credit_truth)
 ANN = Problem(("Ann", "Bob", "Cid"), "apples", (5, 7, 2),

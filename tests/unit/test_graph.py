@@ -216,9 +216,9 @@ def test_a_sweep_point_that_cannot_consume_its_data_is_refused_naming_the_fields
 
 def test_select_scores_on_the_validation_split():
     got = configs(stages__sft={"select": {"everyEpochs": 0.5, "maxQuestions": 50}},
-                  data__source={"kind": "arithmetic", "validationSize": 100}, data__task="gsm8k")
+                  data__source={"kind": "arithmetic", "validationSize": 100}, data__task="arithmetic")
     selection = got["sft"].selection
-    assert (selection.every_epochs, selection.max_questions, selection.task) == (0.5, 50, "gsm8k")
+    assert (selection.every_epochs, selection.max_questions, selection.task) == (0.5, 50, "arithmetic")
     assert selection.questions == "/data/negrl/ns/exp/prepare/validation.jsonl"
     assert got["rft"].selection is None
     assert parse_stage_config(got["sft"].model_dump_json()) == got["sft"]
@@ -227,8 +227,8 @@ def test_select_scores_on_the_validation_split():
 @pytest.mark.parametrize(("changes", "message"), [
     ({"stages__sft": {"select": {}}}, "needs a validation split"),
     ({"stages__sft": {"select": {}, "params": {"zeroStage": 3}},
-      "data__source": {"kind": "arithmetic", "validationSize": 10}, "data__task": "gsm8k"}, "zeroStage 0, 1 or 2"),
-    ({"data__source": {"kind": "arithmetic"}, "data__task": "math"}, "set data.task gsm8k"),
+      "data__source": {"kind": "arithmetic", "validationSize": 10}, "data__task": "arithmetic"}, "zeroStage 0, 1 or 2"),
+    ({"data__source": {"kind": "arithmetic"}, "data__task": "gsm8k"}, "set data.task arithmetic"),
 ])
 def test_selection_and_the_arithmetic_source_refuse_what_cannot_run(changes, message):
     with pytest.raises(ValueError, match=message):

@@ -30,7 +30,7 @@ PRETRAIN = {"examples": 7, "chainLengths": [2, 5],
             "params": {"learningRate": 0.001, "epochs": 2, "microBatchSize": 8, "maxLength": 128, "minSteps": 30,
                        "schedule": "constant"}}
 SCRATCH_MODEL = {"name": "tiny", "scratch": {"hidden": 64, "pretrain": PRETRAIN}}
-ARITHMETIC = {"task": "gsm8k", "syntheticSize": 100, "source": {"kind": "arithmetic", "validationSize": 10}}
+ARITHMETIC = {"task": "arithmetic", "syntheticSize": 100, "source": {"kind": "arithmetic", "validationSize": 10}}
 OFF = {"enabled": False}
 ONLY_SFT = {name: OFF for name in ("sampling", "rft", "credit", "stepDpo", "outcomeDpo")}
 
@@ -209,7 +209,7 @@ def test_the_operator_runs_pretrain_between_prepare_and_every_sft():
 
 def arithmetic_prepare(tmp_path, **pretrain) -> PrepareStageConfig:
     return PrepareStageConfig(
-        output_dir=str(tmp_path), task="gsm8k",
+        output_dir=str(tmp_path), task="arithmetic",
         source={"kind": "arithmetic", "trainSize": 20, "testSize": 5, "validationSize": 5, "quantities": 3},
         pretrain={"examples": 7, "chainLengths": [2, 5], **pretrain})
 

@@ -41,7 +41,7 @@ SERVER = ServerRef(base_url="http://127.0.0.1:8000/v1", model="teacher")
 TRAINING = {"examples": 9, "chainLengths": [4], "maxValue": 30,
             "params": {"learningRate": 0.002, "epochs": 1, "microBatchSize": 4, "maxLength": 160}}
 SCRATCH = {"hidden": 256, "layers": 4, "heads": 4, "maxPositions": 160, "training": TRAINING}
-ARITHMETIC = {"task": "gsm8k", "syntheticSize": 10, "source": {"kind": "arithmetic", "maxValue": 50}}
+ARITHMETIC = {"task": "arithmetic", "syntheticSize": 10, "source": {"kind": "arithmetic", "maxValue": 50}}
 STUDENT = {"name": "student", "scratch": {"hidden": 64}}
 OFF = {"enabled": False}
 ONLY_SFT = {name: OFF for name in ("sampling", "rft", "credit", "stepDpo", "outcomeDpo")}
@@ -127,7 +127,7 @@ def test_the_cluster_renders_teacher_sft_as_a_trainer_job():
 
 def test_prepare_writes_the_teacher_and_a_family_apart_from_the_students(tmp_path):
     config = PrepareStageConfig(
-        output_dir=str(tmp_path), task="gsm8k",
+        output_dir=str(tmp_path), task="arithmetic",
         source={"kind": "arithmetic", "trainSize": 8, "testSize": 4, "validationSize": 4, "quantities": 2},
         scratch_model={"hidden": 64, "layers": 1, "heads": 1}, pretrain={"examples": 40, "chainLengths": [3]},
         teacher_model={"hidden": 128, "layers": 1, "heads": 2},
