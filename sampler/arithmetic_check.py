@@ -10,8 +10,10 @@ Definitions (positions are 1-based; the reference has one line per event, then t
   `correct` iff it reads `T = a op b = c` with T the event's target, a the target's true count
   before the event, op the event's operator, b its operand (the constant, or the other person's true
   count at that moment) and c the true result. The `####` line is `correct` iff it reads `#### N`
-  with N the true answer. A line of the other kind than its position expects (a `####` line where an
-  event line should be, or the reverse), or with other numbers, is `wrong`; a line of neither shape
+  with N the true answer. An event line with the right target and the true result c whose working is
+  off (another a, op or b) is a `slip`: it is an error, but the value it carries forward is right.
+  A line of the other kind than its position expects (a `####` line where an event line should be,
+  or the reverse), or with other numbers, is `wrong`; a line of neither shape
   is `unparseable`; positions the response does not reach are `missing`; lines past the `####`
   position are `extra`.
 - `first_error`: the first position whose verdict is not `correct` (None if none).
@@ -19,9 +21,12 @@ Definitions (positions are 1-based; the reference has one line per event, then t
   dependency graph (event j writes its target and reads its target and, for add-another, the other
   person), plus the `####` position, which always counts, as do `extra` lines past it (they may hold
   the `####` line the grader reads).
-- `first_consequential_error`: the first non-`correct` position among those. A wrong line about a
-  person the asked one never depends on is an error but not consequential, and the answer can still
-  be right; a consequential error with a right answer is possible too (a slip, then a right `####`).
+- `first_consequential_error`: the first position among those that is neither `correct` nor a
+  `slip`: the first error the final answer depends on, since later lines read only a line's result.
+  A wrong line about a person the asked one never depends on, or a slip, is an error but not
+  consequential, and the answer can still be right (Monte-Carlo credit cannot see either: every
+  continuation of it can still reach the right answer); a consequential error with a right answer is
+  possible too (a wrong result, then a right `####`).
 - `answer_correct`: the grader's `arithmetic` extraction (the last line that starts with `####`, read
   as `#### N`, no fallbacks) is the true answer, so the checker and the grader agree by construction.
   When the answer is wrong, `first_consequential_error` is never None.
@@ -35,7 +40,7 @@ from dataclasses import dataclass
 from negrl_sampler.arithmetic import MAX_DIGITS, Event, Problem, event_steps, parse_problem
 from negrl_sampler.grading.answer import extract_arithmetic
 
-VERDICTS = ("correct", "wrong", "unparseable", "missing", "extra")
+VERDICTS = ("correct", "slip", "wrong", "unparseable", "missing", "extra")
 
 _NUMBER = rf"([0-9]{{1,{MAX_DIGITS}}})"
 _EVENT_LINE = re.compile(rf"(\S+) = {_NUMBER} ([-+*]) {_NUMBER} = {_NUMBER}")
@@ -69,8 +74,9 @@ def _event_verdict(line: str, event: Event, step: tuple[int, int, int]) -> str:
     if match is None:
         return "wrong" if _ANSWER_LINE.fullmatch(line) else "unparseable"
     target, before, op, operand, after = match.groups()
-    right = target == event.target and op == event.op
-    return "correct" if right and (int(before), int(operand), int(after)) == step else "wrong"
+    if target != event.target or int(after) != step[2]:
+        return "wrong"
+    return "correct" if op == event.op and (int(before), int(operand)) == step[:2] else "slip"
 
 
 def _answer_verdict(line: str, answer: int) -> str:
@@ -103,7 +109,8 @@ def check_response(problem: Problem, response: str) -> LineCheck:
         verdicts=tuple(verdicts),
         consequential_lines=consequential,
         first_error=errors[0] if errors else None,
-        first_consequential_error=next((p for p in errors if p in consequential or p > answer_position), None),
+        first_consequential_error=next((p for p in errors if verdicts[p - 1] != "slip"
+                                        and (p in consequential or p > answer_position)), None),
         answer_correct=answered is not None and int(answered) == answer,
     )
 

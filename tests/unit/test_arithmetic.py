@@ -49,7 +49,7 @@ def lines(*texts):
     return "\n".join(texts)
 
 
-C, W, U, M, X = "correct", "wrong", "unparseable", "missing", "extra"
+C, S, W, U, M, X = "correct", "slip", "wrong", "unparseable", "missing", "extra"
 R1, R2, R3, R4, R5, R6 = REFERENCE
 
 
@@ -76,7 +76,16 @@ R1, R2, R3, R4, R5, R6 = REFERENCE
     pytest.param(lines(R1, R2, R3, R4, R5, "The answer is 13"), (C, C, C, C, C, U), 6, 6, False,
                  id="answer-line-unparseable"),
     pytest.param(lines("Bob = 5 + 4 = 9", R2, R3, R4, R5, R6), (W, C, C, C, C, C), 1, 1, True, id="wrong-target"),
-    pytest.param(lines("Ann = 5 * 4 = 9", R2, R3, R4, R5, R6), (W, C, C, C, C, C), 1, 1, True, id="wrong-op"),
+    pytest.param(lines("Ann = 5 * 4 = 9", R2, R3, R4, R5, R6), (S, C, C, C, C, C), 1, None, True,
+                 id="wrong-op-right-result-is-a-slip"),
+    pytest.param(lines(R1, "Ann = 8 - 3 = 6", R3, R4, R5, R6), (C, S, C, C, C, C), 2, None, True,
+                 id="miscopied-count-right-result-is-a-slip"),
+    pytest.param(lines(R1, R2, "Ann = 6 + 6 = 13", R4, R5, "#### 13"), (C, C, S, C, C, C), 3, None, True,
+                 id="wrong-operand-right-result-is-a-slip"),
+    pytest.param(lines(R1, "Ann = 8 - 3 = 5", R3, R4, R5, R6), (C, W, C, C, C, C), 2, 2, True,
+                 id="miscopied-count-carried-into-the-result"),
+    pytest.param(lines(R1, "Bob = 9 - 3 = 6", R3, R4, R5, R6), (C, W, C, C, C, C), 2, 2, True,
+                 id="wrong-target-with-the-right-result"),
     pytest.param(lines(R1, R2, "Ann = 6 + 7 =", R4, R5, R6), (C, C, U, C, C, C), 3, 3, True, id="truncated"),
     pytest.param(lines(R1, "  Ann  =  9 -  3 = 6 ", R3, R4, R5, "####13"), (C, C, C, C, C, C), None, None, True,
                  id="spacing-tolerated"),

@@ -76,7 +76,7 @@ def test_arithmetic_source_writes_disjoint_splits_and_a_tokenizer_with_one_token
 
     from negrl_sampler.grading.answer import reference_answer
 
-    config = PrepareStageConfig(output_dir=str(tmp_path), task="gsm8k", train_size=40,
+    config = PrepareStageConfig(output_dir=str(tmp_path), task="arithmetic", train_size=40,
                                 prompt={"template": "{question}\nAnswer:"},
                                 scratch_model={"hidden": 64, "layers": 1, "heads": 1, "maxPositions": 160},
                                 source={"kind": "arithmetic", "quantities": 3, "chainLength": 4, "maxValue": 30,

@@ -68,7 +68,8 @@ def test_no_teacher_keeps_the_graph_and_prepares_d_syn():
 def test_an_endpoint_teacher_writes_d_syn_that_sft_sampling_and_pairs_read():
     experiment = spec(teacher={"endpoint": ENDPOINT, "synthesis": {"solutionsPerQuestion": 8}},
                       data__syntheticSize=100, sweep={"sftMultipliers": [2, 4]},
-                      data__source={"kind": "arithmetic", "validationSize": 50}, stages__pairs={"chosenSource": "synthetic"})
+                      data__source={"kind": "arithmetic", "validationSize": 50}, data__task="arithmetic",
+                      stages__pairs={"chosenSource": "synthetic"})
     nodes = {node.name: node for node in stage_graph(experiment)}
     assert list(nodes)[:3] == ["prepare", "synthesize", "sft"]
     assert nodes["synthesize"].needs == ("prepare",) and nodes["synthesize"].serves is None
