@@ -13,9 +13,8 @@ Definitions (positions are 1-based; the reference has one line per event, then t
   with N the true answer. An event line with the right target and the true result c whose working is
   off (another a, op or b) is a `slip`: it is an error, but the value it carries forward is right.
   A line of the other kind than its position expects (a `####` line where an event line should be,
-  or the reverse), or with other numbers, is `wrong`; a line of neither shape
-  is `unparseable`; positions the response does not reach are `missing`; lines past the `####`
-  position are `extra`.
+  or the reverse), or with other numbers, is `wrong`; a line of neither shape is `unparseable`;
+  positions the response does not reach are `missing`; lines past the `####` position are `extra`.
 - `first_error`: the first position whose verdict is not `correct` (None if none).
 - `consequential_lines`: the backward slice of the asked person's final count through the reference
   dependency graph (event j writes its target and reads its target and, for add-another, the other

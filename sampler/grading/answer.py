@@ -1,7 +1,7 @@
 """Answer extraction from untrusted model responses.
 
 Everything here is linear-time string work (no backtracking-prone patterns over the whole response)
-and never touches sympy. Three task types:
+and never touches sympy. Four task types:
 
 - ``gsm8k``: ``#### N``, then ``\\boxed{N}``, then "The (final) answer is N", else the last number in
   the response. The result is a cleaned number string (commas, ``$`` and units dropped).
