@@ -99,7 +99,7 @@ def first_wrong_parts(reference: str, response: str, first_error: int | None) ->
 
 
 def train(model, tokenizer, records, *, epochs, min_steps, lr, batch, seed, validation, evaluations, label,
-          train_check=0):
+          train_check=0, keep=None):
     total = max(min_steps, math.ceil(epochs * max(1, len(records) // batch)))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     warmup = max(1, total // 20)
@@ -118,6 +118,8 @@ def train(model, tokenizer, records, *, epochs, min_steps, lr, batch, seed, vali
                 line = f"[{label}] step {step}/{total} loss {loss.item():.3f} {time.monotonic() - started:.0f}s"
                 if validation:
                     accuracy, anatomy = score(model, tokenizer, validation)
+                    if keep and accuracy > best[0]:  # the best checkpoint, for bench/credit_k.py
+                        model.save_pretrained(keep), tokenizer.save_pretrained(keep)
                     best = max(best, (accuracy, step, anatomy), key=lambda b: b[0])
                     line += f" validation {accuracy:.3f}"
                     if train_check:  # the memorisation gate: its own training questions against held-out
@@ -136,12 +138,12 @@ def pretrain_phase(text: str) -> tuple[list[int], int, float]:
 def pretrain(base, tokenizer, args, validation):
     """Each phase one epoch over fresh questions of its chain lengths (the `pretrain` bucket), in order."""
     knobs = dict(quantities=args.quantities, max_value=args.pretrain_max_value or args.max_value,
-                 interact=args.interact)
+                 interact=args.interact, lexicon=args.pretrain_lexicon, own_verbs=args.pretrain_own_verbs)
     for index, (chains, questions, lr) in enumerate(args.pretrain):
         family = [q for chain in chains for q in arithmetic_questions(
             questions // len(chains), "pretrain", chain_length=chain, prefix=f"p{chain}", seed=index, **knobs)]
         random.Random(args.seed + index).shuffle(family)
-        train(base, tokenizer, family, epochs=1.0, min_steps=0, lr=lr, batch=args.batch, seed=args.seed + index,
+        train(base, tokenizer, family, epochs=1.0, min_steps=0, lr=lr, batch=args.pretrain_batch, seed=args.seed + index,
               validation=None, evaluations=args.evaluations, label=f"pretrain {index + 1}")
         accuracy, anatomy = score(base, tokenizer, validation)
         print(f"base after phase {index + 1}: validation {accuracy:.3f}; first wrong line: {anatomy.most_common(5)}")
@@ -153,6 +155,9 @@ def main(argv=None) -> None:
     add = parser.add_argument
     add("--quantities", type=int, default=3), add("--chain-length", type=int, default=4)
     add("--max-value", type=int, default=20), add("--interact", type=float, default=0.3)
+    add("--lexicon", type=int, default=0, help="made-up verbs the questions may use (lexicon.py)")
+    add("--pretrain-lexicon", type=int, default=0, help="the pretraining questions' lexicon")
+    add("--pretrain-own-verbs", action="store_true", help="the pretraining lexicon is of its own (no task verb)")
     add("--sizes", type=int, nargs="+", default=[500, 1000, 2000, 4000])
     add("--epochs", type=float, default=3.0), add("--min-steps", type=int, default=200)
     add("--pretrain", nargs="*", default=[], type=pretrain_phase, help="phases CHAINS:QUESTIONS:LR, in order")
@@ -160,17 +165,21 @@ def main(argv=None) -> None:
     add("--base", help="a kept base (--save-base) to start from instead of pretraining"), add("--save-base")
     add("--hidden", type=int, default=128), add("--layers", type=int, default=4), add("--heads", type=int, default=2)
     add("--lr", type=float, default=1e-3), add("--batch", type=int, default=32)
+    add("--pretrain-batch", type=int, default=32, help="the pretraining phases' batch (the example's microBatchSize)")
     add("--validation", type=int, default=300), add("--evaluations", type=int, default=5)
     add("--seed", type=int, default=0), add("--threads", type=int, default=1)
     add("--train-check", type=int, default=0, help="also score this many of each point's own training questions")
+    add("--keep", help="save each point's best checkpoint under KEEP/n<size>")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    knobs = dict(quantities=args.quantities, max_value=args.max_value, interact=args.interact, seed=0)
+    knobs = dict(quantities=args.quantities, max_value=args.max_value, interact=args.interact, seed=0,
+                 lexicon=args.lexicon)
     train_set = list(arithmetic_questions(max(args.sizes), "train", chain_length=args.chain_length, prefix="t", **knobs))
     validation = list(arithmetic_questions(args.validation, "validation", chain_length=args.chain_length, prefix="v",
                                            **knobs))
     folder = tempfile.mkdtemp(prefix="arithmetic-regime-")
-    build_scratch_model(folder, words=[*vocabulary(args.max_value), "Answer:"], hidden=args.hidden,
+    build_scratch_model(folder, words=[*vocabulary(args.max_value, args.lexicon, args.pretrain_lexicon if args.pretrain_own_verbs else 0),
+                                                     "Answer:"], hidden=args.hidden,
                         layers=args.layers, heads=args.heads, max_positions=256, seed=args.seed)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if args.base:
@@ -185,7 +194,7 @@ def main(argv=None) -> None:
         accuracy, step, anatomy = train(
             model, tokenizer, train_set[:size], epochs=args.epochs, min_steps=args.min_steps, lr=args.lr,
             batch=args.batch, seed=args.seed, validation=validation, evaluations=args.evaluations, label=f"n={size}",
-            train_check=args.train_check)
+            train_check=args.train_check, keep=args.keep and f"{args.keep}/n{size}")
         print(f"  first wrong line at the best step: {anatomy.most_common(5)}")
         print(f"n={size} best validation accuracy {accuracy:.3f} at step {step}", flush=True)
 

@@ -2,8 +2,9 @@
 
 A problem: a few people each hold a count of one item; a chain of events changes one person's count
 each (add a constant, give some away, double or triple, get as many as another person has); the
-question asks for one person's final count. With one person the chain is a single running count
-(each line starts from the last result: no lookup of a count by name). The reference solution is
+question asks for one person's final count. With a lexicon (`lexicon.py`) an add or give-away event
+may be phrased with a made-up verb whose meaning is learnt from examples. With one person the chain is
+a single running count (each line starts from the last result: no lookup of a count by name). The reference solution is
 GSM8K-shaped: one line per event, `Ann = 5 + 4 = 9`, then `#### N`. This module owns generation, the
 exact text format (every token separated by one space, so a word-level tokenizer can give each its
 own id; `vocabulary` lists them), parsing a question back to its problem, the hash-based split of a
@@ -18,6 +19,8 @@ import random
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+from negrl_sampler.lexicon import HALF, draw_verb, lexicon_words, verb_op
 
 NAMES = ("Ann", "Bob", "Cid", "Dan", "Eve", "Fay", "Gus", "Hal", "Ivy", "Jon", "Kim", "Lea")
 ITEMS = ("apples", "marbles", "coins", "stickers", "cards", "shells", "stamps", "beads", "pens", "books")
@@ -36,12 +39,14 @@ MAX_DIGITS = 12  # numbers in model output are bounded before int() sees them
 @dataclass(frozen=True)
 class Event:
     """target = target `op` operand, where the operand is `amount` (a constant; the factor for `*`)
-    or, for add-another, `other`'s count at that moment (then op is `+` and amount is None)."""
+    or, for add-another, `other`'s count at that moment (then op is `+` and amount is None). `verb`:
+    the lexicon verb that phrases a constant `+` or `-` event (None: the core phrasing)."""
 
     target: str
     op: str
     amount: int | None = None
     other: str | None = None
+    verb: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,7 @@ class Problem:
     asked: str
 
 
-def validate_knobs(quantities: int, chain_length: int, max_value: int, interact: float) -> None:
+def validate_knobs(quantities: int, chain_length: int, max_value: int, interact: float, lexicon: int = 0) -> None:
     if not MIN_QUANTITIES <= quantities <= MAX_QUANTITIES:
         raise ValueError(f"quantities must be in {MIN_QUANTITIES}..{MAX_QUANTITIES}, got {quantities}")
     if not 1 <= chain_length <= MAX_CHAIN_LENGTH:
@@ -62,14 +67,20 @@ def validate_knobs(quantities: int, chain_length: int, max_value: int, interact:
         raise ValueError(f"max_value must be in 1..{MAX_MAX_VALUE}, got {max_value}")
     if not 0.0 <= interact <= 1.0:
         raise ValueError(f"interact must be a probability in [0, 1], got {interact}")
+    if not 0 <= lexicon <= HALF:
+        raise ValueError(f"lexicon must be in 0..{HALF}, got {lexicon}")
 
 
 def _apply(op: str, value: int, operand: int) -> int:
     return value + operand if op == "+" else value - operand if op == "-" else value * operand
 
 
-def _constant_amounts(op: str, value: int, max_value: int) -> range | list[int]:
-    """The constants that keep `value op constant` in [0, max_value] (0 is never added or taken)."""
+def _constant_amounts(op: str, value: int, max_value: int, symmetric: bool = False) -> range | list[int]:
+    """The constants that keep `value op constant` in [0, max_value] (0 is never added or taken);
+    `symmetric`: for `+` and `-` those that keep both `value + c` and `value - c` in range when there
+    are any, so the range does not tell which of the two an event is (a verb must)."""
+    if op in "+-" and symmetric and 0 < value < max_value:
+        return range(1, min(value, max_value - value) + 1)
     if op == "+":
         return range(1, max_value - value + 1)
     if op == "-":
@@ -77,9 +88,13 @@ def _constant_amounts(op: str, value: int, max_value: int) -> range | list[int]:
     return [factor for factor in FACTOR_WORDS if value * factor <= max_value]
 
 
-def _draw_event(rng: random.Random, counts: dict[str, int], max_value: int, interact: float) -> Event:
+def _draw_event(rng: random.Random, counts: dict[str, int], max_value: int, interact: float,
+                lexicon: int, own_verbs: bool) -> Event:
     """Add-another with probability `interact` (uniform over the pairs that stay in range; when none
-    does, a constant event instead), else a uniform op and target, redrawn until some constant fits."""
+    does, a constant event instead), else a uniform op and target, redrawn until some constant fits;
+    with a lexicon, constants that fit either operator (`_constant_amounts`) and then a phrasing of a
+    `+` or `-` event (neither without one, so a lexicon of 0 gives the same problems as before
+    lexicons existed)."""
     if rng.random() < interact:
         pairs = [(t, o) for t in counts for o in counts if t != o and counts[t] + counts[o] <= max_value]
         if pairs:
@@ -88,25 +103,27 @@ def _draw_event(rng: random.Random, counts: dict[str, int], max_value: int, inte
     names = list(counts)
     while True:  # ends: someone can always gain 1 (count < max_value) or give 1 away (count >= 1)
         op, target = rng.choice("+-*"), rng.choice(names)
-        amounts = _constant_amounts(op, counts[target], max_value)
+        amounts = _constant_amounts(op, counts[target], max_value, symmetric=lexicon > 0)
         if amounts:
-            return Event(target, op, amount=rng.choice(amounts))
+            amount = rng.choice(amounts)
+            verb = draw_verb(rng, op, lexicon, own_verbs) if lexicon and op != "*" else None
+            return Event(target, op, amount=amount, verb=verb)
 
 
 def generate_problem(rng: random.Random, quantities: int, chain_length: int, max_value: int,
-                     interact: float) -> Problem:
+                     interact: float, lexicon: int = 0, own_verbs: bool = False) -> Problem:
     """Every initial count, constant and intermediate count lies in [0, max_value]. Initial counts are
     at most max_value // quantities, so everyone's total fits in range and add-another events mostly
     can be drawn (from the full range about 40% of them found no pair in range and became constants).
     The asked person is uniform over all people, independent of the chain (no shortcut is planted)."""
-    validate_knobs(quantities, chain_length, max_value, interact)
+    validate_knobs(quantities, chain_length, max_value, interact, lexicon)
     names = tuple(rng.sample(NAMES, quantities))
     item = rng.choice(ITEMS)
     initial = tuple(rng.randint(0, max_value // quantities) for _ in names)
     counts = dict(zip(names, initial, strict=True))
     events = []
     for _ in range(chain_length):
-        event = _draw_event(rng, counts, max_value, interact)
+        event = _draw_event(rng, counts, max_value, interact, lexicon, own_verbs)
         operand = counts[event.other] if event.other is not None else event.amount
         counts[event.target] = _apply(event.op, counts[event.target], operand)
         events.append(event)
@@ -128,6 +145,8 @@ def event_steps(problem: Problem) -> tuple[list[tuple[int, int, int]], dict[str,
 def _event_sentence(event: Event, item: str) -> str:
     if event.other is not None:
         return f"{event.target} gets as many {item} as {event.other} has ."
+    if event.verb is not None:
+        return f"{event.target} {event.verb} {event.amount} {item} ."
     if event.op == "+":
         return f"{event.target} gets {event.amount} more {item} ."
     if event.op == "-":
@@ -150,10 +169,11 @@ def reference_lines(problem: Problem) -> list[str]:
     return [*lines, f"#### {counts[problem.asked]}"]
 
 
-def vocabulary(max_value: int) -> list[str]:
+def vocabulary(max_value: int, lexicon: int = 0, own_lexicon: int = 0) -> list[str]:
     """Every token a question or reference solution can hold (lines are joined by "\\n", which is a
     separator, not a token)."""
-    return [*NAMES, *ITEMS, *WORDS, *SYMBOLS, *(str(number) for number in range(max_value + 1))]
+    return [*NAMES, *ITEMS, *WORDS, *SYMBOLS, *(str(number) for number in range(max_value + 1)),
+            *lexicon_words(lexicon), *lexicon_words(own_lexicon, own=True)]
 
 
 _NAME, _ITEM = "|".join(NAMES), "|".join(ITEMS)
@@ -164,6 +184,7 @@ _SENTENCES = (
     ("-", re.compile(rf"(?P<target>{_NAME}) gives away (?P<amount>{_NUM}) (?P<item>{_ITEM})")),
     ("*", re.compile(rf"The (?P<item>{_ITEM}) of (?P<target>{_NAME}) (?P<factor>double|triple)")),
     ("other", re.compile(rf"(?P<target>{_NAME}) gets as many (?P<item>{_ITEM}) as (?P<other>{_NAME}) has")),
+    ("verb", re.compile(rf"(?P<target>{_NAME}) (?P<verb>[a-z]+) (?P<amount>{_NUM}) (?P<item>{_ITEM})")),
 )
 _ASK = re.compile(rf"How many (?P<item>{_ITEM}) does (?P<target>{_NAME}) have \?")
 _FACTORS = {word: factor for factor, word in FACTOR_WORDS.items()}
@@ -172,7 +193,7 @@ _FACTORS = {word: factor for factor, word in FACTOR_WORDS.items()}
 def _parse_sentence(index: int, sentence: str) -> tuple[str, re.Match[str]]:
     for kind, pattern in _SENTENCES:
         match = pattern.fullmatch(sentence)
-        if match is not None:
+        if match is not None and (kind != "verb" or verb_op(match["verb"]) is not None):
             return kind, match
     raise ValueError(f"question sentence {index} {sentence!r} is no initial count or event of the arithmetic task")
 
@@ -182,6 +203,8 @@ def _event_of(kind: str, match: re.Match[str]) -> Event:
         return Event(match["target"], "+", other=match["other"])
     if kind == "*":
         return Event(match["target"], "*", amount=_FACTORS[match["factor"]])
+    if kind == "verb":
+        return Event(match["target"], verb_op(match["verb"]), amount=int(match["amount"]), verb=match["verb"])
     return Event(match["target"], kind, amount=int(match["amount"]))
 
 
@@ -225,7 +248,8 @@ def split_of(question: str) -> str:
 
 
 def arithmetic_questions(count: int, split: str, *, quantities: int, chain_length: int, max_value: int,
-                         interact: float, seed: int, prefix: str) -> Iterator[dict[str, str]]:
+                         interact: float, seed: int, prefix: str, lexicon: int = 0,
+                         own_verbs: bool = False) -> Iterator[dict[str, str]]:
     """`count` distinct records {id, question, answer, solution} of `split` (answer == solution, the full
     reference ending in `#### N`). Each split draws its own seeded stream and keeps only the questions
     whose hash falls in its bucket, so no question is in two splits whatever the seeds and knobs."""
@@ -233,9 +257,10 @@ def arithmetic_questions(count: int, split: str, *, quantities: int, chain_lengt
         raise ValueError(f"split must be one of {sorted(SPLIT_BUCKETS)}, got {split!r}")
     if count < 0:
         raise ValueError(f"count must be >= 0, got {count}")
-    validate_knobs(quantities, chain_length, max_value, interact)
+    validate_knobs(quantities, chain_length, max_value, interact, lexicon)
     rng = random.Random(f"negrl-arithmetic/{split}/{seed}")
-    return _question_stream(rng, count, split, (quantities, chain_length, max_value, interact), prefix)
+    knobs = (quantities, chain_length, max_value, interact, lexicon, own_verbs)
+    return _question_stream(rng, count, split, knobs, prefix)
 
 
 def _question_stream(rng: random.Random, count: int, split: str, knobs: tuple, prefix: str):

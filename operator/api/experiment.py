@@ -399,6 +399,11 @@ def _within_source_range(family: PretrainSpec | None, spec: ExperimentSpec) -> b
     return family is None or family.max_value is None or family.max_value <= spec.data.source.max_value
 
 
+def _within_source_lexicon(family: PretrainSpec | None, spec: ExperimentSpec) -> bool:
+    """Its verbs are its own or stay within the source's vocabulary."""
+    return family is None or family.lexicon is None or family.own_verbs or family.lexicon <= spec.data.source.lexicon
+
+
 _SCRATCH_TEACHER = "has(self.teacher) && has(self.teacher.served) && has(self.teacher.served.scratch)"
 
 # TeacherSpec, TeacherServedSpec, TeacherEndpointSpec and SynthesisParams check themselves; the API server needs
@@ -552,6 +557,16 @@ class ExperimentSpec(Checked):
             lambda s: _within_source_range(_pretraining(s), s),
         ),
         CrossFieldRule(
+            "!has(self.model.scratch) || !has(self.model.scratch.pretrain) || "
+            "!has(self.model.scratch.pretrain.lexicon) || "
+            "(has(self.model.scratch.pretrain.ownVerbs) && self.model.scratch.pretrain.ownVerbs) || "
+            "self.model.scratch.pretrain.lexicon <= (has(self.data.source.lexicon) ? self.data.source.lexicon : 0)",
+            "must be at most data.source.lexicon, since the task's verbs are the source's: lower it, unset it "
+            "or set ownVerbs",
+            ".model.scratch.pretrain.lexicon",
+            lambda s: _within_source_lexicon(_pretraining(s), s),
+        ),
+        CrossFieldRule(
             f"!({_SCRATCH_TEACHER}) || self.data.source.kind == 'arithmetic'",
             "a scratch teacher trains on the arithmetic task's pretrain bucket, so it needs data.source.kind "
             "arithmetic: set that source or give teacher.served.model instead", ".teacher.served.scratch",
@@ -563,6 +578,15 @@ class ExperimentSpec(Checked):
             "must be at most data.source.maxValue, since the vocabulary is the source's: lower it or unset it",
             ".teacher.served.scratch.training.maxValue",
             lambda s: _within_source_range(_teacher_training(s), s),
+        ),
+        CrossFieldRule(
+            f"!({_SCRATCH_TEACHER}) || !has(self.teacher.served.scratch.training.lexicon) || "
+            "(has(self.teacher.served.scratch.training.ownVerbs) && self.teacher.served.scratch.training.ownVerbs) || "
+            "self.teacher.served.scratch.training.lexicon <= "
+            "(has(self.data.source.lexicon) ? self.data.source.lexicon : 0)",
+            "must be at most data.source.lexicon, since the task's verbs are the source's: lower it, unset it "
+            "or set ownVerbs", ".teacher.served.scratch.training.lexicon",
+            lambda s: _within_source_lexicon(_teacher_training(s), s),
         ),
         CrossFieldRule(
             "size(self.sweep.sftMultipliers) == 0 || (has(self.data.syntheticSize) && self.stages.sft.enabled)",

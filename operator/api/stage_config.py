@@ -343,6 +343,13 @@ class DataSourceSpec(Strict):
         description="arithmetic: probability that an event adds another person's current count (how many "
         "quantities interact).",
     )
+    # left out of the JSON when 0, so configs (and inputs hashes) of runs without a lexicon stay as they were
+    lexicon: int = Field(
+        0, ge=0, le=4096, exclude_if=lambda value: value == 0,
+        description="arithmetic: made-up verbs that may phrase an add or give-away event (`Ann dakov 5 apples`), "
+        "drawn by Zipf's law after the core phrasing, so most are rare and each is learnt from the examples "
+        "that use it; 0: the core phrasings only.",
+    )
     train_size: int = Field(10000, ge=1, le=10000000, description="Generated sources: training questions.")
     test_size: int = Field(500, ge=1, le=1000000, description="Generated sources: test questions.")
     validation_size: int = Field(
@@ -376,8 +383,8 @@ class ScratchModelSpec(Strict):
         return ScratchModelSpec.model_validate(self.model_dump(by_alias=False, include=set(ScratchModelSpec.model_fields)))
 
 
-FAMILY_RANGE = ("{field} maxValue {value} exceeds data.source.maxValue {limit}: the vocabulary is the source's, so "
-                "its counts must lie within it; lower {path}.maxValue or unset it")
+FAMILY_RANGE = ("{field} {knob} {value} exceeds data.source.{knob} {limit}: the vocabulary is the source's, so "
+                "its words must lie within it; lower {path}.{knob} or unset it")
 
 
 class PretrainDataSpec(Strict):
@@ -403,6 +410,18 @@ class PretrainDataSpec(Strict):
         description="Largest count in a pretraining problem, at most data.source.maxValue (the vocabulary stays "
         "the source's: the numbers above this one are then new to the base, and the task's data must teach "
         "them); unset: data.source's.",
+    )
+    lexicon: int | None = Field(
+        None, ge=0, le=4096, exclude_if=lambda value: value is None,
+        description="Made-up verbs a pretraining problem may use: the task's first ones (at most "
+        "data.source.lexicon), or with ownVerbs as many of its own; 0: the core phrasings only; unset: "
+        "data.source's.",
+    )
+    own_verbs: bool = Field(
+        False, exclude_if=lambda value: not value,
+        description="Draw the lexicon's verbs from the far end of the verb list, so none is a task verb: the "
+        "base learns what a verb does (carry an operator) but not the task's verbs, which the task's data "
+        "must teach.",
     )
 
     @model_validator(mode="after")
@@ -458,9 +477,11 @@ class PrepareStageConfig(StageBase):
             if family is not None and self.source.kind != "arithmetic":
                 raise ValueError(f"{field} needs source kind arithmetic, got {self.source.kind!r}: drop {field} or "
                                  "use the arithmetic source")
-            if family is not None and (family.max_value or 0) > self.source.max_value:
-                raise ValueError(FAMILY_RANGE.format(field=field, value=family.max_value, limit=self.source.max_value,
-                                                     path=path))
+            for knob, value, limit in (("maxValue", family and family.max_value, self.source.max_value),
+                                       ("lexicon", family and not family.own_verbs and family.lexicon,
+                                        self.source.lexicon)):
+                if (value or 0) > limit:
+                    raise ValueError(FAMILY_RANGE.format(field=field, knob=knob, value=value, limit=limit, path=path))
         return self
 
 

@@ -37,7 +37,7 @@ def arithmetic_splits(config: PrepareStageConfig) -> dict:
     are disjoint whatever their sizes and seeds."""
     source = config.source
     knobs = {"quantities": source.quantities, "chain_length": source.chain_length, "max_value": source.max_value,
-             "interact": source.interact, "seed": source.seed}
+             "interact": source.interact, "lexicon": source.lexicon, "seed": source.seed}
     sizes = {PREPARED_TRAIN: min(source.train_size, config.train_size or source.train_size),
              PREPARED_TEST: source.test_size, PREPARED_VALIDATION: source.validation_size}
     out = {name: arithmetic_questions(size, name.removesuffix(".jsonl"), prefix=name.removesuffix(".jsonl"), **knobs)
@@ -55,7 +55,9 @@ def family_questions(source: DataSourceSpec, family: PretrainDataSpec, prefix: s
     `<prefix>-c<length>-<i>`), interleaved by a shuffle seeded with `seed`."""
     knobs = {"quantities": family.quantities if family.quantities is not None else source.quantities,
              "interact": family.interact if family.interact is not None else source.interact,
-             "max_value": family.max_value or source.max_value, "seed": seed}
+             "max_value": family.max_value or source.max_value,
+             "lexicon": family.lexicon if family.lexicon is not None else source.lexicon,
+             "own_verbs": family.own_verbs, "seed": seed}
     questions = [question for length, count in family.shares()
                  for question in arithmetic_questions(count, "pretrain", chain_length=length,
                                                       prefix=f"{prefix}-c{length}", **knobs)]
@@ -102,7 +104,9 @@ def build_base_model(config: PrepareStageConfig, out: Path) -> None:
     if config.task == "sequence":
         words = {word for text in texts for word in text.split()} | set(prompt_words)
     elif config.source.kind == "arithmetic":
-        words = {*vocabulary(config.source.max_value), *prompt_words}
+        own = max((family.lexicon or 0 for family in (config.pretrain, config.teacher_data)
+                   if family is not None and family.own_verbs), default=0)
+        words = {*vocabulary(config.source.max_value, config.source.lexicon, own), *prompt_words}
     for seed in config.scratch_seeds if config.scratch_model is not None else ():  # one tokenizer, own weights
         _build_into(out / scratch_model_folder(seed), texts, words, config.scratch_model,
                     config.scratch_model.seed + seed)

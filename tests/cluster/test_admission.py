@@ -335,6 +335,9 @@ INVALID: list[tuple[str, list[Mutation], str]] = [
     ("teacher-scratch-range", [(("teacher",), {"served": {"scratch": {**SCRATCH_TEACHER, "training": {
         "examples": 64000, "chainLengths": [4], "maxValue": 51}}}}), (("data", "source"), ARITHMETIC), (("data", "task"), "arithmetic")],
      "spec.teacher.served.scratch.training.maxValue"),
+    ("pretrain-lexicon", [(("model", "scratch"), {"pretrain": {"examples": 64, "chainLengths": [2], "lexicon": 9}}),
+                          (("data", "source"), {**ARITHMETIC, "lexicon": 8}), (("data", "task"), "arithmetic")],
+     "spec.model.scratch.pretrain.lexicon"),
 ]
 
 

@@ -19,6 +19,7 @@ from negrl_operator.api.stage_config import (
 from negrl_operator.reconcile.graph import base_model, policy_model, stage_config, stage_graph
 from negrl_operator.reconcile.manifest import Owner, stage_children
 from negrl_sampler.arithmetic import parse_problem, split_of
+from negrl_sampler.lexicon import lexicon_words, nonce_verbs
 from negrl_sampler.stages.prepare import prepare
 from tests.unit.test_experiment import spec_with
 from tests.unit.test_plan import Run
@@ -77,6 +78,9 @@ def test_chain_lengths_share_the_examples_equally(examples, lengths, shares):
     pytest.param({"model__scratch__pretrain": {"examples": 5, "chainLengths": [3], "maxValue": 51}},
                  "model.scratch.pretrain.maxValue: must be at most data.source.maxValue, since the vocabulary is "
                  "the source's: lower it or unset it", id="max-value-above-the-sources"),
+    pytest.param({"model__scratch__pretrain": {"examples": 5, "chainLengths": [3], "lexicon": 1}},
+                 "model.scratch.pretrain.lexicon: must be at most data.source.lexicon, since the task's verbs are "
+                 "the source's: lower it, unset it or set ownVerbs", id="lexicon-above-the-sources"),
     pytest.param({"model__scratch__pretrain": {"examples": 5, "chainLengths": [3], "maxValue": 0}},
                  "maxValue\n  Input should be greater than or equal to 1", id="max-value-0"),
 ])
@@ -256,6 +260,40 @@ def test_the_prepare_config_refuses_a_pretraining_range_above_the_sources(tmp_pa
     with pytest.raises(ValidationError, match="pretrain maxValue 60 exceeds data.source.maxValue 50: the vocabulary "
                                               "is the source's"):
         arithmetic_prepare(tmp_path, maxValue=60)
+
+
+def test_a_pretraining_family_without_the_lexicon_leaves_its_verbs_new_to_the_base(tmp_path):
+    config = arithmetic_prepare(tmp_path, lexicon=0)
+    config = config.model_copy(update={"source": config.source.model_copy(update={"lexicon": 64}),
+                                       "scratch_model": ScratchModelSpec(hidden=64, layers=1, heads=1)})
+    prepare(config)
+    family = [parse_problem(q["question"]) for q in lines(tmp_path / "pretrain.jsonl")]
+    train = [parse_problem(q["question"]) for q in lines(tmp_path / "train.jsonl")]
+    assert not any(event.verb for problem in family for event in problem.events)
+    assert any(event.verb for problem in train for event in problem.events)
+    tokenizer_words = json.loads((tmp_path / "model" / "tokenizer.json").read_text())["model"]["vocab"]
+    assert {f"▁{verb}" for verb in lexicon_words(64)} <= set(tokenizer_words)  # the source's lexicon, all of it
+    assert f"▁{nonce_verbs()[64]}" not in tokenizer_words
+
+
+def test_a_pretraining_family_with_verbs_of_its_own_shares_none_with_the_task(tmp_path):
+    config = arithmetic_prepare(tmp_path, lexicon=32, ownVerbs=True, chainLengths=[4], examples=60)
+    config = config.model_copy(update={"source": config.source.model_copy(update={"lexicon": 64}),
+                                       "scratch_model": ScratchModelSpec(hidden=64, layers=1, heads=1)})
+    prepare(config)
+    family = {event.verb for q in lines(tmp_path / "pretrain.jsonl") for event in parse_problem(q["question"]).events}
+    task = {event.verb for q in lines(tmp_path / "train.jsonl") for event in parse_problem(q["question"]).events}
+    assert family - {None} and family - {None} <= set(lexicon_words(32, own=True))
+    assert task - {None} <= set(lexicon_words(64)) and not (family & task) - {None}
+    tokenizer_words = json.loads((tmp_path / "model" / "tokenizer.json").read_text())["model"]["vocab"]
+    assert {f"▁{verb}" for verb in [*lexicon_words(64), *lexicon_words(32, own=True)]} <= set(tokenizer_words)
+
+
+def test_the_prepare_config_refuses_a_pretraining_lexicon_above_the_sources(tmp_path):
+    with pytest.raises(ValidationError, match="pretrain lexicon 8 exceeds data.source.lexicon 0: the vocabulary "
+                                              "is the source's, so its words must lie within it; lower "
+                                              "model.scratch.pretrain.lexicon or unset it"):
+        arithmetic_prepare(tmp_path, lexicon=8)
 
 
 def test_without_pretrain_prepare_writes_no_family(tmp_path):
