@@ -143,8 +143,8 @@ def pretrain(base, tokenizer, args, validation):
         family = [q for chain in chains for q in arithmetic_questions(
             questions // len(chains), "pretrain", chain_length=chain, prefix=f"p{chain}", seed=index, **knobs)]
         random.Random(args.seed + index).shuffle(family)
-        train(base, tokenizer, family, epochs=1.0, min_steps=0, lr=lr, batch=args.pretrain_batch, seed=args.seed + index,
-              validation=None, evaluations=args.evaluations, label=f"pretrain {index + 1}")
+        train(base, tokenizer, family, epochs=1.0, min_steps=0, lr=lr, batch=args.pretrain_batch,
+              seed=args.seed + index, validation=None, evaluations=args.evaluations, label=f"pretrain {index + 1}")
         accuracy, anatomy = score(base, tokenizer, validation)
         print(f"base after phase {index + 1}: validation {accuracy:.3f}; first wrong line: {anatomy.most_common(5)}")
     return base
@@ -178,9 +178,9 @@ def main(argv=None) -> None:
     validation = list(arithmetic_questions(args.validation, "validation", chain_length=args.chain_length, prefix="v",
                                            **knobs))
     folder = tempfile.mkdtemp(prefix="arithmetic-regime-")
-    build_scratch_model(folder, words=[*vocabulary(args.max_value, args.lexicon, args.pretrain_lexicon if args.pretrain_own_verbs else 0),
-                                                     "Answer:"], hidden=args.hidden,
-                        layers=args.layers, heads=args.heads, max_positions=256, seed=args.seed)
+    own_lexicon = args.pretrain_lexicon if args.pretrain_own_verbs else 0
+    build_scratch_model(folder, words=[*vocabulary(args.max_value, args.lexicon, own_lexicon), "Answer:"],
+                        hidden=args.hidden, layers=args.layers, heads=args.heads, max_positions=256, seed=args.seed)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if args.base:
         folder = args.base

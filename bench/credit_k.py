@@ -106,6 +106,11 @@ def first_pit(outcomes: list[list[bool]], k: int, rng: random.Random) -> int:
                 len(outcomes))
 
 
+def row_text(row: dict) -> str:
+    return " ".join(f"{name}={value:.3f}" if isinstance(value, float) else f"{name}={value}"
+                    for name, value in row.items())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
@@ -129,7 +134,7 @@ def main() -> None:
     truths = [check_response(parse_problem(p.removesuffix("\nAnswer:")), "".join(s)).first_consequential_error
               for p, s in negatives]
     kept = [(n, t) for n, t in zip(negatives, truths, strict=True) if t is not None]
-    rollout_temperature = args.rollout_temperature or args.temperature
+    rollout_temperature = args.temperature if args.rollout_temperature is None else args.rollout_temperature
     outcomes = solve_rates(model, tokenizer, [n for n, _ in kept], args.rollouts, rollout_temperature)
     if args.dump:
         args.dump.write_text(json.dumps([{"prompt": p, "steps": s, "true_line": t, "outcomes": o}
@@ -147,11 +152,9 @@ def main() -> None:
         row = {"K": k, "precision": sum(p == t for p, t in pits) / len(pits),
                "false": sum(p < t for p, t in pits) / len(pits), "late": sum(p > t for p, t in pits) / len(pits)}
         rows.append(row)
-        print(" ".join(f"{name}={value:.3f}" if isinstance(value, float) else f"{name}={value}"
-                       for name, value in row.items()))
+        print(row_text(row))
     chosen = next((row for row in rows if row["precision"] >= 0.8), max(rows, key=lambda row: row["precision"]))
-    print(" ".join(f"{name}={value:.3f}" if isinstance(value, float) else f"{name}={value}"
-                   for name, value in chosen.items()))
+    print(row_text(chosen))
 
 
 if __name__ == "__main__":

@@ -3,9 +3,9 @@
 A problem: a few people each hold a count of one item; a chain of events changes one person's count
 each (add a constant, give some away, double or triple, get as many as another person has); the
 question asks for one person's final count. With a lexicon (`lexicon.py`) an add or give-away event
-may be phrased with a made-up verb whose meaning is learnt from examples. With one person the chain is
-a single running count (each line starts from the last result: no lookup of a count by name). The reference solution is
-GSM8K-shaped: one line per event, `Ann = 5 + 4 = 9`, then `#### N`. This module owns generation, the
+may be phrased with a made-up verb whose meaning is learnt from examples. With one person the chain
+is a single running count (each line starts from the last result: no lookup of a count by name). The
+reference solution is GSM8K-shaped: one line per event, `Ann = 5 + 4 = 9`, then `#### N`. This module owns generation, the
 exact text format (every token separated by one space, so a word-level tokenizer can give each its
 own id; `vocabulary` lists them), parsing a question back to its problem, the hash-based split of a
 question, and the checker that re-runs a model's answer line by line against the problem's true

@@ -474,12 +474,14 @@ class PrepareStageConfig(StageBase):
         families = (("pretrain", "model.scratch.pretrain", self.pretrain),
                     ("teacherData", "teacher.served.scratch.training", self.teacher_data))
         for field, path, family in families:
-            if family is not None and self.source.kind != "arithmetic":
+            if family is None:
+                continue
+            if self.source.kind != "arithmetic":
                 raise ValueError(f"{field} needs source kind arithmetic, got {self.source.kind!r}: drop {field} or "
                                  "use the arithmetic source")
-            for knob, value, limit in (("maxValue", family and family.max_value, self.source.max_value),
-                                       ("lexicon", family and not family.own_verbs and family.lexicon,
-                                        self.source.lexicon)):
+            task_verbs = None if family.own_verbs else family.lexicon  # own verbs are never the source's
+            for knob, value, limit in (("maxValue", family.max_value, self.source.max_value),
+                                       ("lexicon", task_verbs, self.source.lexicon)):
                 if (value or 0) > limit:
                     raise ValueError(FAMILY_RANGE.format(field=field, knob=knob, value=value, limit=limit, path=path))
         return self
