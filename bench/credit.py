@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from negrl_sampler.credit import ROUNDS, STRATEGIES, search_pit
+from negrl_sampler.credit import ESTIMATES, ROUNDS, STRATEGIES, search_pit
 from negrl_sampler.simulated_policy import ScriptedNegative
 
 
@@ -133,7 +133,7 @@ def main() -> int:
     parser.add_argument("--sample", type=int, default=100, help="negatives replayed")
     parser.add_argument("--negatives", type=int, default=3000)
     parser.add_argument("--rollouts", type=int, default=5, help="K")
-    parser.add_argument("--estimate", choices=["best_of_k", "soft"], default="best_of_k")
+    parser.add_argument("--estimate", choices=ESTIMATES, default="best_of_k")
     parser.add_argument("--recovery-rate", type=float, default=0.3,
                         help="share of post-pit prefixes with a small chance of recovering")
     parser.add_argument("--step-accuracy", type=float, nargs=2, default=(0.8, 0.98),

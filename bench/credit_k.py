@@ -9,7 +9,9 @@ first pit (the full response if none), scored against the task's line checker. P
 precision (pit on the true line), false pits (before it: a solvable prefix whose K rollouts all
 failed) and late pits (after it: a prefix past the mistake that some rollout still solved), and q just
 before and just after the true line, which bound every K: precision cannot beat the share of
-negatives whose prefix past the mistake never recovers.
+negatives whose prefix past the mistake never recovers; and how the right rollouts from those prefixes
+came back (`negrl_sampler.arithmetic_check.recovery`): `repair`, a later line writes a count its own
+working does not give, or `cancel`, the working holds throughout and a second mistake undid the first.
 
 Negatives come either from a finished `negrl run` (`--workdir`: its credit stage's scanned negatives
 and its pi_sft) or from a model and generated training questions (`--model` with the task's knobs:
@@ -27,6 +29,7 @@ import json
 import random
 import statistics
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -34,7 +37,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from negrl_operator.api.stage_config import StepSplitSpec
 from negrl_sampler.arithmetic import arithmetic_questions, event_steps, parse_problem
-from negrl_sampler.arithmetic_check import check_response
+from negrl_sampler.arithmetic_check import check_response, recovery
+from negrl_sampler.credit import ESTIMATES, least_advantage_step, step_value
 from negrl_sampler.grading.answer import extract_arithmetic
 from negrl_sampler.step import split_steps
 
@@ -73,12 +77,15 @@ def model_negatives(model, tokenizer, args) -> list[tuple[str, list[str]]]:
                  interact=args.interact, lexicon=args.lexicon, seed=0)
     questions = list(arithmetic_questions(args.questions, "train", prefix="t", **knobs))
     prompts = [PROMPT.format(question=q["question"]) for q in questions]
-    negatives = []
+    negatives, mixed = [], 0
     for prompt, samples in zip(prompts, complete(model, tokenizer, prompts, 4, args.temperature), strict=True):
         truth = answer_of(prompt)
         right = [extract_arithmetic(s) == str(truth) for s in samples]
+        mixed += any(right) and not all(right)
         if any(right):
             negatives += [(prompt, split_steps(s, LINES)) for s, ok in zip(samples, right, strict=True) if not ok][:2]
+    print(f"questions with a right and a wrong answer in 4 samples at T={args.temperature}: "
+          f"{mixed / len(prompts):.3f} of {len(prompts)}")
     return random.Random(args.seed).sample(negatives, min(args.negatives, len(negatives)))
 
 
@@ -87,23 +94,33 @@ def answer_of(prompt: str) -> int:
     return event_steps(problem)[1][problem.asked]
 
 
-def solve_rates(model, tokenizer, negatives, rollouts: int, temperature: float) -> list[list[list[bool]]]:
-    """For each negative, each prefix 0..L-1: which of the R rollouts end in the right answer."""
+def solve_rates(model, tokenizer, negatives, rollouts: int, temperature: float, true_lines: list[int]):
+    """For each negative, each prefix 0..L-1: which of the R rollouts end in the right answer; and how
+    each right rollout from a prefix past the true line came back (`recovery`: cancel or repair)."""
     jobs = [(index, step) for index, (_, steps) in enumerate(negatives) for step in range(len(steps))]
     prompts = [negatives[i][0] + "".join(negatives[i][1][:step]) for i, step in jobs]
     completions = complete(model, tokenizer, prompts, rollouts, temperature)
     outcomes: list[list[list[bool]]] = [[] for _ in negatives]
+    recoveries: Counter = Counter()
     for (index, step), texts in zip(jobs, completions, strict=True):
         prompt, steps = negatives[index]
         truth, prefix = str(answer_of(prompt)), "".join(steps[:step])
         outcomes[index].append([extract_arithmetic(prefix + text) == truth for text in texts])
-    return outcomes
+        if step >= true_lines[index]:
+            problem = parse_problem(prompt.removesuffix("\nAnswer:"))
+            recoveries.update(recovery(problem, prefix + text) for text, right in
+                              zip(texts, outcomes[index][-1], strict=True) if right)
+    return outcomes, recoveries
 
 
-def first_pit(outcomes: list[list[bool]], k: int, rng: random.Random) -> int:
-    """Best-of-K's first pit on a K-subset of each prefix's rollouts (prefix 0 is known solvable)."""
-    return next((step for step in range(1, len(outcomes)) if not any(rng.sample(outcomes[step], k))),
-                len(outcomes))
+def first_pit(outcomes: list[list[bool]], k: int, rng: random.Random, estimate: str) -> int:
+    """The credit stage's first pit on a K-subset of each prefix's rollouts (prefix 0's among them are
+    Q_0's): the first prefix with no success (`best_of_k`), else the step of least advantage."""
+    if estimate == "best_of_k":
+        return next((step for step in range(1, len(outcomes)) if not any(rng.sample(outcomes[step], k))),
+                    len(outcomes))
+    values = [step_value(sum(rng.sample(prefix, k)), k, k, estimate) for prefix in outcomes]
+    return least_advantage_step([*values, 0.0])
 
 
 def row_text(row: dict) -> str:
@@ -120,6 +137,7 @@ def main() -> None:
     add("--lexicon", type=int, default=0), add("--questions", type=int, default=500)
     add("--negatives", type=int, default=300), add("--rollouts", type=int, default=32, help="R")
     add("--ks", type=int, nargs="+", default=[1, 2, 3, 5, 8, 12, 16])
+    add("--estimates", nargs="+", choices=ESTIMATES, default=["best_of_k"], help="stages.credit.params.estimate")
     add("--temperature", type=float, default=0.7, help="sampling the negatives (and rollouts, by default)")
     add("--rollout-temperature", type=float), add("--seed", type=int, default=0)
     add("--threads", type=int, default=2), add("--dump", type=Path, help="write each negative's rollouts here")
@@ -135,7 +153,8 @@ def main() -> None:
               for p, s in negatives]
     kept = [(n, t) for n, t in zip(negatives, truths, strict=True) if t is not None]
     rollout_temperature = args.temperature if args.rollout_temperature is None else args.rollout_temperature
-    outcomes = solve_rates(model, tokenizer, [n for n, _ in kept], args.rollouts, rollout_temperature)
+    outcomes, recoveries = solve_rates(model, tokenizer, [n for n, _ in kept], args.rollouts, rollout_temperature,
+                                       [t for _, t in kept])
     if args.dump:
         args.dump.write_text(json.dumps([{"prompt": p, "steps": s, "true_line": t, "outcomes": o}
                                          for ((p, s), t), o in zip(kept, outcomes, strict=True)]))
@@ -146,10 +165,14 @@ def main() -> None:
     print(f"q before the true line: mean {statistics.mean(r[0] for r in rate):.3f}; after it: mean "
           f"{statistics.mean(r[1] for r in rate):.3f}, never recovers in {args.rollouts}: "
           f"{sum(r[1] == 0 for r in rate) / len(rate):.3f}")
+    print(f"right rollouts from prefixes past the true line: {sum(recoveries.values())}; {recoveries['repair']} "
+          f"repair (a later line writes a count its own working does not give), {recoveries['cancel']} cancel "
+          "(the working holds: a second mistake undid the first)")
     rng, rows = random.Random(args.seed), []
-    for k in [k for k in args.ks if k <= args.rollouts]:
-        pits = [(first_pit(o, k, rng), t) for _ in range(20) for o, (_, t) in zip(outcomes, kept, strict=True)]
-        row = {"K": k, "precision": sum(p == t for p, t in pits) / len(pits),
+    for estimate, k in [(e, k) for e in args.estimates for k in args.ks if k <= args.rollouts]:
+        pits = [(first_pit(o, k, rng, estimate), t) for _ in range(20)
+                for o, (_, t) in zip(outcomes, kept, strict=True)]
+        row = {"estimate": estimate, "K": k, "precision": sum(p == t for p, t in pits) / len(pits),
                "false": sum(p < t for p, t in pits) / len(pits), "late": sum(p > t for p, t in pits) / len(pits)}
         rows.append(row)
         print(row_text(row))

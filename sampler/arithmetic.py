@@ -71,7 +71,7 @@ def validate_knobs(quantities: int, chain_length: int, max_value: int, interact:
         raise ValueError(f"lexicon must be in 0..{HALF}, got {lexicon}")
 
 
-def _apply(op: str, value: int, operand: int) -> int:
+def apply_op(op: str, value: int, operand: int) -> int:
     return value + operand if op == "+" else value - operand if op == "-" else value * operand
 
 
@@ -125,7 +125,7 @@ def generate_problem(rng: random.Random, quantities: int, chain_length: int, max
     for _ in range(chain_length):
         event = _draw_event(rng, counts, max_value, interact, lexicon, own_verbs)
         operand = counts[event.other] if event.other is not None else event.amount
-        counts[event.target] = _apply(event.op, counts[event.target], operand)
+        counts[event.target] = apply_op(event.op, counts[event.target], operand)
         events.append(event)
     return Problem(names, item, initial, tuple(events), rng.choice(names))
 
@@ -137,7 +137,7 @@ def event_steps(problem: Problem) -> tuple[list[tuple[int, int, int]], dict[str,
     for event in problem.events:
         before = counts[event.target]
         operand = counts[event.other] if event.other is not None else event.amount
-        counts[event.target] = _apply(event.op, before, operand)
+        counts[event.target] = apply_op(event.op, before, operand)
         steps.append((before, operand, counts[event.target]))
     return steps, counts
 

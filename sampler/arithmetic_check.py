@@ -26,6 +26,13 @@ Definitions (positions are 1-based; the reference has one line per event, then t
   consequential, and the answer can still be right (Monte-Carlo credit cannot see either: every
   continuation of it can still reach the right answer); a consequential error with a right answer is
   possible too (a wrong result, then a right `####`).
+- `first_break` (apart from the verdicts, judged against the response's OWN values): the first line
+  whose working does not follow from the lines above it, an event line whose count before is not the
+  target's last written count (or its initial count) or whose arithmetic does not hold, a `####` line
+  that is not the asked person's last written count, or a line of neither shape. A misread operand
+  does not break the working (it is a mistake made honestly). A right answer after a consequential
+  error either `cancel`s (the working holds throughout: a second mistake undid the first) or
+  `repair`s (some later line writes a count its own working does not give).
 - `answer_correct`: the grader's `arithmetic` extraction (the last line that starts with `####`, read
   as `#### N`, no fallbacks) is the true answer, so the checker and the grader agree by construction.
   When the answer is wrong, `first_consequential_error` is never None.
@@ -36,7 +43,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from negrl_sampler.arithmetic import MAX_DIGITS, Event, Problem, event_steps, parse_problem
+from negrl_sampler.arithmetic import MAX_DIGITS, Event, Problem, apply_op, event_steps, parse_problem
 from negrl_sampler.grading.answer import extract_arithmetic
 
 VERDICTS = ("correct", "slip", "wrong", "unparseable", "missing", "extra")
@@ -85,11 +92,15 @@ def _answer_verdict(line: str, answer: int) -> str:
     return "correct" if int(match[1]) == answer else "wrong"
 
 
+def _lines(response: str) -> list[str]:
+    return [" ".join(line.split()) for line in response.split("\n") if line.strip()]
+
+
 def check_response(problem: Problem, response: str) -> LineCheck:
     """Verdicts per line and the first (consequential) error; see the module docstring."""
     steps, counts = event_steps(problem)
     answer = counts[problem.asked]
-    lines = [" ".join(line.split()) for line in response.split("\n") if line.strip()]
+    lines = _lines(response)
     answer_position = len(steps) + 1
     verdicts = []
     for index in range(max(answer_position, len(lines))):
@@ -112,6 +123,33 @@ def check_response(problem: Problem, response: str) -> LineCheck:
                                         and (p in consequential or p > answer_position)), None),
         answer_correct=answered is not None and int(answered) == answer,
     )
+
+
+def first_break(problem: Problem, response: str) -> int | None:
+    """The first line (1-based, aligned as `check_response` aligns them) whose working does not follow
+    from the response's own lines above it; None when all of it does (see the module docstring)."""
+    written = dict(zip(problem.names, problem.initial, strict=True))
+    lines = _lines(response)
+    for index, line in enumerate(lines[:len(problem.events) + 1]):
+        answer, event = _ANSWER_LINE.fullmatch(line), _EVENT_LINE.fullmatch(line)
+        if answer:
+            return None if int(answer[1]) == written[problem.asked] else index + 1
+        if event is None or event[1] not in written:
+            return index + 1
+        target, before, op, operand, after = event.groups()
+        if int(before) != written[target] or apply_op(op, int(before), int(operand)) != int(after):
+            return index + 1
+        written[target] = int(after)
+    return min(len(lines), len(problem.events)) + 1  # no `####` line where one belongs
+
+
+def recovery(problem: Problem, response: str) -> str | None:
+    """How a right answer came back after a consequential error: `cancel` or `repair` (see the module
+    docstring); None when the answer is wrong or no consequential error precedes it."""
+    check = check_response(problem, response)
+    if not check.answer_correct or check.first_consequential_error is None:
+        return None
+    return "cancel" if first_break(problem, response) is None else "repair"
 
 
 def solution_checks(question: str, response: str) -> bool:

@@ -1,18 +1,25 @@
 """Monte-Carlo per-step credit and the first-pit search (pure: no HTTP, no disk).
 
 A negative y = y_1..y_L has prefix values Q_i = P(a completion from pi after y_1..y_i is correct).
-Q_0 (the bare question) comes from the sample stage's samples of the question; Q_L = 0 is known
+Q_0 (the bare question) comes from the sample stage's samples of the question (with `soft` and `mean`
+it is measured by K rollouts like every other prefix, see below); Q_L = 0 is known
 (y itself is wrong), so no rollout is ever spent on the full response. Q_i for 0 < i < L is
 estimated from K rollouts of the prefix:
 
     best_of_k:  Q_i = 1 if any rollout is correct, else 0
     soft:       Q_i = 1 - (1 - q_i)^K, q_i = the fraction of rollouts that were correct
+    mean:       Q_i = q_i, the Monte-Carlo mean itself
 
 The **first pit** c is the step of least advantage A_i = Q_i - Q_{i-1} (the first such step on a
 tie), over i = 1..L with Q_L = 0. With best_of_k the values are 0 or 1 and Q_0 = 1, so that is the
 first step with no successful rollout (c = L when every scanned prefix recovers: the mistake is the
-stop). With `soft` a later, deeper drop can beat the first zero, so every prefix is measured with
-all K rollouts whatever the strategy, and c = argmin A. When Q_0 = 0 the policy cannot solve the
+stop). With `soft` or `mean` a later, deeper drop can beat the first zero, so every prefix is measured
+with all K rollouts whatever the strategy, and c = argmin A. `mean` keeps the size of each drop: a
+prefix past the mistake that the policy still solves now and then (q = 0.1) scores 0.1, not the 0.57
+`soft` gives it at K=8, so the drop onto it stays the deepest. There Q_0 is rolled out too: the
+samples may come from another temperature than the rollouts (`stages.credit.params.temperature`), and
+an advantage compares two values of one policy; the samples' Q_0 still says which questions to skip,
+and a Q_0 the rollouts measure as 0 ends the search with no pit. When Q_0 = 0 the policy cannot solve the
 question at all, no step *drops* the value, and the negative has no pit (dropped, no rollouts spent).
 
 Strategies (`rollout(step, offset, count)` draws completions `offset..offset+count-1` of the
@@ -33,8 +40,8 @@ request asks for it, so the strategies see the same outcomes):
   0 breaks that and bisect can report a later or earlier pit than `full`; `full` and `early_stop`
   are exact under the same outcomes. Rollouts one at a time as in early_stop.
 
-With `soft` every prefix gets all K rollouts (the estimate needs them all, and the least advantage
-needs every prefix): the strategies only differ for best_of_k.
+With `soft` and `mean` every prefix gets all K rollouts (the estimate needs them all, and the least
+advantage needs every prefix): the strategies only differ for best_of_k.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from dataclasses import dataclass, field
 from negrl_sampler.record import StepValue
 
 STRATEGIES = ("full", "early_stop", "bisect")
+ESTIMATES = ("best_of_k", "soft", "mean")
 
 
 @dataclass(frozen=True)
@@ -77,7 +85,7 @@ def step_value(successes: int, rollouts: int, k: int, estimate: str) -> float:
     if estimate == "best_of_k":
         return 1.0
     q = successes / rollouts
-    return 1.0 - (1.0 - q) ** k
+    return q if estimate == "mean" else 1.0 - (1.0 - q) ** k
 
 
 ROUNDS = ("single", "doubling")
@@ -166,11 +174,13 @@ async def _bisect(scan: _Scan, num_steps: int) -> int:
     return high
 
 
-async def _least_advantage(scan: _Scan, num_steps: int, start: float) -> int:
-    """Every prefix with all K rollouts, then the step of least advantage (soft estimate)."""
+async def _least_advantage(scan: _Scan, num_steps: int) -> int | None:
+    """Q_0 and every prefix with all K rollouts, then the step of least advantage (soft and mean
+    estimates); None when Q_0 measures 0 (no step can drop the value)."""
+    if (await scan.measure(0, stop_at_success=False)).successes == 0:
+        return None
     await _full(scan, num_steps)
-    values = [start, *(scan.values[step].value for step in range(1, num_steps)), 0.0]
-    return least_advantage_step(values)
+    return least_advantage_step([*(scan.values[step].value for step in range(num_steps)), 0.0])
 
 
 def least_advantage_step(values: list[float]) -> int:
@@ -197,14 +207,16 @@ async def search_pit(
     if num_steps == 0 or (question_value is not None and question_value.successes == 0):
         return PitSearch(values=head, pit=None, rollouts=0, tokens=0)
     scan = _Scan(k=k, estimate=estimate, rollout=rollout, rounds=rounds)
-    if estimate == "soft":
-        pit = await _least_advantage(scan, num_steps, 1.0 if question_value is None else question_value.value)
-    else:
+    if estimate not in ESTIMATES:
+        raise ValueError(f"unknown value estimate {estimate!r}; expected one of {ESTIMATES}")
+    if estimate == "best_of_k":
         pit = await _SEARCH[strategy](scan, num_steps)
+    else:  # step 0 is among the measured values then
+        head, pit = [], await _least_advantage(scan, num_steps)
     values = head + [scan.values[step] for step in sorted(scan.values)]
     return PitSearch(
         values=values, pit=pit, rollouts=scan.rollouts, tokens=scan.tokens,
-        recovery=scan.recoveries.get(pit - 1),
+        recovery=None if pit is None else scan.recoveries.get(pit - 1),
     )
 
 

@@ -80,8 +80,10 @@ class SamplingParams(Strict):
 
 class CreditParams(Strict):
     rollouts: int = Field(5, ge=1, le=64, description="K: rollouts per step prefix (Best-of-K).")
-    estimate: Literal["best_of_k", "soft"] = Field(
-        "best_of_k", description="`best_of_k`: Q=1 if any rollout is correct; `soft`: 1-(1-q)^K."
+    estimate: Literal["best_of_k", "soft", "mean"] = Field(
+        "best_of_k", description="`best_of_k`: Q=1 if any rollout is correct; `soft`: 1-(1-q)^K; `mean`: q, the "
+        "fraction of correct rollouts. With `soft` and `mean` the pit is the step of least advantage and every "
+        "prefix gets all K rollouts."
     )
     strategy: Literal["full", "early_stop", "bisect"] = Field(
         "early_stop", description="Pit search: every step, left-to-right with early stop, or binary search."

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from negrl_operator.report.estimate import ReportError
 from negrl_sampler.arithmetic import Problem
-from negrl_sampler.arithmetic_check import check_response
+from negrl_sampler.arithmetic_check import check_response, recovery
 
 
 def line_count(text: str) -> int:
@@ -110,15 +110,19 @@ def tally(judged: list[NegativeTruth]) -> dict:
     }
 
 
-RFT_KEYS = ("rft_positives", "rft_positives_with_wrong_line", "rft_positives_with_consequential_wrong_line")
+RFT_KEYS = ("rft_positives", "rft_positives_with_wrong_line", "rft_positives_with_consequential_wrong_line",
+            "rft_positives_repaired")
 
 
 def rft_line_errors(problems: dict[str, Problem], positives: list[dict]) -> dict:
     """RFT positives (Demonstration records) whose lines hold an error though the answer is right: any
-    wrong line (`first_error`), and a wrong line the answer depends on (a slip the `####` line undid)."""
-    checks = [check_response(_problem(problems, p["question_id"], "rft.jsonl"), p["response"]) for p in positives]
+    wrong line (`first_error`), a wrong line the answer depends on, and of those the ones a later line
+    repaired (`recovery`: it wrote a count its own working does not give) rather than cancelled."""
+    pairs = [(_problem(problems, p["question_id"], "rft.jsonl"), p["response"]) for p in positives]
+    checks = [check_response(problem, response) for problem, response in pairs]
     counts = (len(checks), sum(c.first_error is not None for c in checks),
-              sum(c.first_consequential_error is not None for c in checks))
+              sum(c.first_consequential_error is not None for c in checks),
+              sum(recovery(problem, response) == "repair" for problem, response in pairs))
     return dict(zip(RFT_KEYS, counts, strict=True))
 
 
@@ -143,11 +147,14 @@ EXPLANATION = (
     "true error lies in the first half of the reference lines (line <= lines / 2) / the rest. No true error: the grader said wrong, "
     "the checker finds the answer right (left out of every rate). RFT positives with a wrong line: kept "
     "positives (right answer) holding a wrong line; Monte-Carlo credit cannot flag these, because credit "
-    "scans only negatives and every rollout from a prefix of such a positive can still reach the right answer."
+    "scans only negatives and every rollout from a prefix of such a positive can still reach the right answer. "
+    "RFT positives repaired: of those, the ones whose wrong line the answer depends on, where a later line "
+    "writes a count its own working does not give (rather than a second mistake cancelling the first): a policy "
+    "that repairs its lines also recovers from a prefix past its mistake, which makes Monte-Carlo pits late."
 )
 COLUMNS = ("negatives", "pits", "pit_precision", "pit_precision_early", "pit_precision_late", "false_pit_rate",
-           "late_pit_rate", "no_pit", "no_true_error", "rft_positives_with_wrong_line", "rft_positives",
-           "rollouts_per_negative", "tokens_per_negative")
+           "late_pit_rate", "no_pit", "no_true_error", "rft_positives_with_wrong_line", "rft_positives_repaired",
+           "rft_positives", "rollouts_per_negative", "tokens_per_negative")
 
 
 def _cell(value) -> str:

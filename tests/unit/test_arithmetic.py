@@ -15,7 +15,7 @@ from negrl_sampler.arithmetic import (
     split_of,
     vocabulary,
 )
-from negrl_sampler.arithmetic_check import check_response, consequential_lines
+from negrl_sampler.arithmetic_check import check_response, consequential_lines, first_break, recovery
 
 # Ann is asked; Bob flows into Ann at line 3 (before Bob doubles at line 5); Cid never flows anywhere.
 PROBLEM = Problem(
@@ -98,6 +98,32 @@ def test_check_response_table(response, verdicts, first_error, first_consequenti
     assert check.first_consequential_error == first_consequential
     assert check.answer_correct is answer_correct
     assert check.consequential_lines == (1, 2, 3, 6)
+
+
+# first_break judges the working against the response's own values: R3 reads Ann's true 6, so after a
+# written 12 it breaks; `12 + 1 = 13` misreads Bob's 7 but its working holds (a cancel, not a repair).
+@pytest.mark.parametrize("response,broken,recovered", [
+    pytest.param(lines(*REFERENCE), None, None, id="reference"),
+    pytest.param(lines(R1, "Ann = 9 + 3 = 12", "Ann = 12 + 7 = 19", R4, R5, "#### 19"), None, None,
+                 id="honest-misread-carried-to-a-wrong-answer"),
+    pytest.param(lines(R1, "Ann = 9 + 3 = 12", "Ann = 12 + 1 = 13", R4, R5, R6), None, "cancel",
+                 id="second-misread-cancels"),
+    pytest.param(lines(R1, "Ann = 9 + 3 = 12", "Ann = 12 + 7 = 13", R4, R5, R6), 3, "repair",
+                 id="result-against-its-own-working"),
+    pytest.param(lines(R1, "Ann = 9 + 3 = 12", R3, R4, R5, R6), 3, "repair", id="true-count-instead-of-written"),
+    pytest.param(lines(R1, "Ann = 9 + 3 = 12", "Ann = 12 + 7 = 19", R4, R5, "#### 13"), 6, "repair",
+                 id="answer-line-states-the-truth"),
+    pytest.param(lines(R1, "Ann = 9 - 3 = 5", "Ann = 5 + 7 = 12", R4, R5, "#### 12"), 2, None,
+                 id="arithmetic-slip-wrong-answer"),
+    pytest.param(lines(R1, R2, R3, R4, "Bob = 7 * 2 = 15", R6), 5, None, id="break-off-the-slice-is-no-recovery"),
+    pytest.param(lines("Dan = 5 + 4 = 9", R2, R3, R4, R5, R6), 1, "repair", id="unknown-person"),
+    pytest.param(lines(R1, R2, "Ann gets Bob's apples", R4, R5, R6), 3, "repair", id="unparseable-line"),
+    pytest.param(lines(R1, R2, R3, R4, R5), 6, None, id="no-answer-line"),
+    pytest.param(lines(R1, "####9"), None, None, id="early-answer-follows-its-working"),
+])
+def test_first_break_and_recovery_table(response, broken, recovered):
+    assert first_break(PROBLEM, response) == broken
+    assert recovery(PROBLEM, response) == recovered
 
 
 @pytest.mark.parametrize("response", [

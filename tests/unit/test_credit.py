@@ -30,6 +30,7 @@ def test_round_sizes(k, stop, rounds, sizes):
 @pytest.mark.parametrize(("successes", "rollouts", "estimate", "value"), [
     (0, 5, "best_of_k", 0.0), (1, 5, "best_of_k", 1.0), (5, 5, "best_of_k", 1.0),
     (0, 5, "soft", 0.0), (1, 5, "soft", 1 - 0.8**5), (5, 5, "soft", 1.0), (0, 0, "soft", 0.0),
+    (0, 5, "mean", 0.0), (1, 5, "mean", 0.2), (4, 5, "mean", 0.8), (5, 5, "mean", 1.0), (0, 0, "mean", 0.0),
 ])
 def test_step_value(successes, rollouts, estimate, value):
     assert step_value(successes, rollouts, 5, estimate) == pytest.approx(value)
@@ -121,10 +122,11 @@ def test_known_pits_and_rollout_counts(values, pit, full, early, bisect):
 def test_soft_estimate_spends_all_k_on_every_prefix_and_keeps_fractions():
     for strategy in ("full", "early_stop", "bisect"):
         result = search(strategy, table_negative(), estimate="soft")
-        # Q = 1 (assumed), .672, .672, 0, .672, 0: advantages -.328, 0, -.672, +.672, -.672 -> step 3
+        # Q = 1 (5 of 5 from the question), .672, .672, 0, .672, 0: advantages -.328, 0, -.672, +.672, -.672
         assert result.pit == 3
-        assert result.rollouts == 20
-        assert [v.value for v in result.values] == pytest.approx([1 - 0.8**5, 1 - 0.8**5, 0.0, 1 - 0.8**5])
+        assert result.rollouts == 25
+        assert [(v.step, v.successes) for v in result.values] == [(0, 5), (1, 1), (2, 1), (3, 0), (4, 1)]
+        assert [v.value for v in result.values] == pytest.approx([1.0, 1 - 0.8**5, 1 - 0.8**5, 0.0, 1 - 0.8**5])
 
 
 def test_soft_pit_is_the_step_of_least_advantage_not_the_first_zero():
@@ -136,6 +138,40 @@ def test_soft_pit_is_the_step_of_least_advantage_not_the_first_zero():
         assert result.pit == 4
         assert result.recovery == "<rollout 3.0>"
     assert search("early_stop", table_negative(table)).pit == 2  # best_of_k: the first zero
+
+
+def test_mean_keeps_the_size_of_a_drop_that_soft_flattens():
+    # A prefix past the mistake the policy still solves 1 time in 5 (prefix 2): mean scores it 0.2, soft
+    # .672. Q_0 = 1, then mean .8, .2, 0, 0 (advantages -.2, -.6, -.2, 0, 0): step 2; soft .99968, .672, 0,
+    # 0 (advantages -.0003, -.328, -.672, 0, 0): step 3, where best_of_k's first zero lies too.
+    table = [[T, T, T, T, F], [F, F, T, F, F], [F] * 5, [F] * 5]
+    for strategy in ("full", "early_stop", "bisect"):
+        result = search(strategy, table_negative(table), estimate="mean")
+        assert (result.pit, result.rollouts) == (2, 25)
+        assert [v.value for v in result.values] == pytest.approx([1.0, 0.8, 0.2, 0.0, 0.0])
+        assert search(strategy, table_negative(table), estimate="soft").pit == 3
+    assert search("early_stop", table_negative(table)).pit == 3
+
+
+def test_least_advantage_rolls_out_the_question_under_the_rollout_policy():
+    # The samples found 1 of 4 right (Q_0 .25, maybe at another temperature); the rollouts solve the bare
+    # question 5 of 5. Prefixes: .2, .2, 0, 0. From the rollouts' Q_0 = 1 the deepest drop is step 1
+    # (-.8); from the samples' .25 it would have been step 3 (-.2).
+    table = [[T, F, F, F, F], [F, T, F, F, F], [F] * 5, [F] * 5]
+    samples = question_value(1, 4, 5, "mean")
+    result = search("full", table_negative(table), estimate="mean", q0=samples)
+    assert result.pit == 1
+    assert (result.values[0].step, result.values[0].successes, result.values[0].rollouts) == (0, 5, 5)
+    # the samples still skip a question nobody solved; rollouts that never solve it end the search
+    assert search("full", table_negative(table), estimate="mean", q0=question_value(0, 4, 5, "mean")).rollouts == 0
+    unsolved = ScriptedNegative(values=[0.5] * 4, step_tokens=STEP_TOKENS, table=table, question=0.0)
+    result = search("full", unsolved, estimate="mean", q0=samples)
+    assert (result.pit, result.rollouts, [v.step for v in result.values]) == (None, 5, [0])
+
+
+def test_unknown_estimate_is_refused():
+    with pytest.raises(ValueError, match="unknown value estimate 'median'"):
+        search("full", table_negative(), estimate="median")
 
 
 @pytest.mark.parametrize(("values", "pit"), [

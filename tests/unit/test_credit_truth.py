@@ -121,11 +121,13 @@ def test_rft_positives_with_a_wrong_line_but_a_right_answer():
     positives = [{"question_id": "q0", "response": "\n".join(lines)} for lines in (
         (R1, R2, R3, R4, R5, R6),                       # clean
         RIGHT_BUT_WRONG_4,                              # wrong line off the slice, answer right
-        (R1, "Ann = 9 - 3 = 5", R3, R4, R5, R6))]       # a slip on the slice, then the right lines
+        (R1, "Ann = 9 - 3 = 5", R3, R4, R5, R6),        # a wrong result on the slice, then R3 reads the true 6
+        (R1, "Ann = 9 + 3 = 12", "Ann = 12 + 1 = 13", R4, R5, R6))]   # a second misread cancels the first
     assert rft_line_errors({"q0": PROBLEM}, positives) == {
-        "rft_positives": 3, "rft_positives_with_wrong_line": 2, "rft_positives_with_consequential_wrong_line": 1}
+        "rft_positives": 4, "rft_positives_with_wrong_line": 3, "rft_positives_with_consequential_wrong_line": 2,
+        "rft_positives_repaired": 1}
     assert rft_line_errors({}, []) == {"rft_positives": 0, "rft_positives_with_wrong_line": 0,
-                                       "rft_positives_with_consequential_wrong_line": 0}
+                                       "rft_positives_with_consequential_wrong_line": 0, "rft_positives_repaired": 0}
 
 
 def test_records_of_unknown_questions_fail_the_report():
@@ -137,11 +139,12 @@ def test_records_of_unknown_questions_fail_the_report():
 
 def test_markdown_prints_each_seed_the_pool_and_the_lines():
     pooled = {**tally([NegativeTruth(2, 6, (2, 2)), NegativeTruth(3, 6, (1, 1))]), "rft_positives": 4,
-              "rft_positives_with_wrong_line": 1, "rollouts_per_negative": 7.5, "tokens_per_negative": 60.0}
+              "rft_positives_with_wrong_line": 1, "rft_positives_repaired": 1, "rollouts_per_negative": 7.5,
+              "tokens_per_negative": 60.0}
     text = markdown({"0": pooled}, pooled)
     assert "## Credit against the true first error" in text
     assert "Monte-Carlo credit cannot flag these" in text
-    assert "| pooled | 2 | 2 | 0.500 | 0.500 | - | 0.500 | 0.000 | 0 | 0 | 1 | 4 | 7.500 | 60.000 |" in text
+    assert "| pooled | 2 | 2 | 0.500 | 0.500 | - | 0.500 | 0.000 | 0 | 0 | 1 | 1 | 4 | 7.500 | 60.000 |" in text
     assert "| 0 | 2 | 2 | 0.500 |" in text
     assert "| 2 | 1 | 1 | 1 | 1.000 |" in text and "| 3 | 1 | 1 | 0 | 0.000 |" in text
     assert "Pit lines (pooled, line -> pits): {'1': 1, '2': 1}" in text
