@@ -101,14 +101,14 @@ def solve_rates(model, tokenizer, negatives, rollouts: int, temperature: float, 
     prompts = [negatives[i][0] + "".join(negatives[i][1][:step]) for i, step in jobs]
     completions = complete(model, tokenizer, prompts, rollouts, temperature)
     outcomes: list[list[list[bool]]] = [[] for _ in negatives]
+    problems = [parse_problem(prompt.removesuffix("\nAnswer:")) for prompt, _ in negatives]
     recoveries: Counter = Counter()
     for (index, step), texts in zip(jobs, completions, strict=True):
         prompt, steps = negatives[index]
         truth, prefix = str(answer_of(prompt)), "".join(steps[:step])
         outcomes[index].append([extract_arithmetic(prefix + text) == truth for text in texts])
         if step >= true_lines[index]:
-            problem = parse_problem(prompt.removesuffix("\nAnswer:"))
-            recoveries.update(recovery(problem, prefix + text) for text, right in
+            recoveries.update(recovery(problems[index], prefix + text) for text, right in
                               zip(texts, outcomes[index][-1], strict=True) if right)
     return outcomes, recoveries
 

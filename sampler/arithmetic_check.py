@@ -143,10 +143,11 @@ def first_break(problem: Problem, response: str) -> int | None:
     return min(len(lines), len(problem.events)) + 1  # no `####` line where one belongs
 
 
-def recovery(problem: Problem, response: str) -> str | None:
+def recovery(problem: Problem, response: str, check: LineCheck | None = None) -> str | None:
     """How a right answer came back after a consequential error: `cancel` or `repair` (see the module
-    docstring); None when the answer is wrong or no consequential error precedes it."""
-    check = check_response(problem, response)
+    docstring); None when the answer is wrong or no consequential error precedes it. `check`: the
+    response's `check_response`, when the caller has it already."""
+    check = check or check_response(problem, response)
     if not check.answer_correct or check.first_consequential_error is None:
         return None
     return "cancel" if first_break(problem, response) is None else "repair"

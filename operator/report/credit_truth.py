@@ -122,7 +122,8 @@ def rft_line_errors(problems: dict[str, Problem], positives: list[dict]) -> dict
     checks = [check_response(problem, response) for problem, response in pairs]
     counts = (len(checks), sum(c.first_error is not None for c in checks),
               sum(c.first_consequential_error is not None for c in checks),
-              sum(recovery(problem, response) == "repair" for problem, response in pairs))
+              sum(recovery(problem, response, check) == "repair"
+                  for (problem, response), check in zip(pairs, checks, strict=True)))
     return dict(zip(RFT_KEYS, counts, strict=True))
 
 
